@@ -1,0 +1,195 @@
+# -*- test-case-name: tests.test_endpoint -*-
+"""
+L{SSEBackend}: the routes an application exposes and the endpoints that
+serve them, as the seed's C{SSEbackend} with C{setupSSE}.
+
+It owns the route graph shared by its endpoints, the broker they publish
+through, and the service that shuts them down cleanly.  It knows endpoints
+and the graph; it never touches a request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+
+from ._broker import HistoryPolicy, IBroker, InMemoryBroker
+from ._channel import ChannelSpec
+from ._endpoint import ConnectionCallback, SSEEndpoint
+from ._graph import Caller, RouteGraph
+from ._session import OverflowPolicy
+
+__all__ = ["SSEBackend", "SSEService"]
+
+
+def _echo(*args: Any) -> Any:
+    if not args:
+        return None
+    return args[0] if len(args) == 1 else list(args)
+
+
+class SSEBackend:
+    """
+    Routes and SSE endpoints.
+
+    @ivar graph: the routes, shared by every endpoint.
+    @ivar endpoints: endpoints by path.
+    @ivar broker: where endpoints publish (in memory unless given).
+    """
+
+    def __init__(
+        self, reactor: IReactorTime | None = None, broker: IBroker | None = None
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default
+
+            reactor = cast(IReactorTime, default)
+        self.clock = reactor
+        self.broker: IBroker = broker if broker is not None else InMemoryBroker(reactor)
+        self.graph = RouteGraph()
+        self.endpoints: dict[str, SSEEndpoint] = {}
+        self.graph.add_route("ping", lambda: "pong")
+        self.graph.add_route("echo", _echo)
+
+    # Routes
+
+    def route(
+        self, name: str | None = None, exposed: bool = True
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """
+        Decorator: C{@backend.route("name")} makes the function a route
+        clients can call (unless C{exposed=False}).
+        """
+        return self.graph.route(name, exposed)
+
+    def add_route(self, name: str, target: Any, exposed: bool = True) -> None:
+        """
+        Add route C{name}: a function (plain, returning a L{Deferred}, or
+        C{async def}), or an object whose public methods are verbs that a
+        message's C{method} picks.
+        """
+        self.graph.add_route(name, target, exposed)
+
+    def load(self, obj: Any, exposed: bool = True) -> list[str]:
+        """
+        Add every public method of C{obj} as a route.
+        """
+        return self.graph.load(obj, exposed)
+
+    def restrict(self, names: Iterable[str]) -> None:
+        """
+        Keep routes C{names} from clients; the server can still run them.
+        """
+        self.graph.restrict(names)
+
+    def subscribe(self, route: str, callback: Callable[[Any], object]) -> int:
+        """
+        Call C{callback} with every output of route C{route}, local or
+        remote runs alike.
+        """
+        return self.graph.subscribe(route, callback)
+
+    def unsubscribe(self, route: str, sub: int | None = None) -> bool:
+        return self.graph.unsubscribe(route, sub)
+
+    def call(self, route: str, *args: Any, method: str | None = None) -> Deferred[Any]:
+        """
+        Run one of this backend's own routes from the server.
+        """
+        return self.graph.call(route, args, method, Caller())
+
+    # Endpoints
+
+    def setup_sse(
+        self,
+        path: str = "/sse",
+        channels: Iterable[str | ChannelSpec] = (),
+        on_connection: ConnectionCallback | None = None,
+        on_close: Callable[[SSEEndpoint], object] | None = None,
+        on_connection_close: ConnectionCallback | None = None,
+        keepalive: float = 15.0,
+        retry: int = 2000,
+        history: int | HistoryPolicy = 0,
+        dynamic_channels: bool = False,
+        request_timeout: float | None = 30.0,
+        max_backlog: int = 1 << 20,
+        overflow: OverflowPolicy = "disconnect",
+    ) -> SSEEndpoint:
+        """
+        Serve SSE at C{path}: returns the L{SSEEndpoint}, whose C{resource}
+        you mount in a C{Site} or a Klein app.
+
+        @param channels: named channels besides the default one (names, or
+            L{ChannelSpec}s).
+        @param on_connection: C{(client, endpoint, session_id, request)},
+            called when a stream opens.
+        @param on_close: C{(endpoint)}, called when the endpoint terminates.
+        @param on_connection_close: as C{on_connection}, when a stream ends.
+        @param keepalive: seconds between keep-alive comments (0: none).
+        @param retry: the C{retry:} the client is told, in milliseconds.
+        @param history: events each channel keeps for C{Last-Event-ID}
+            replay (a count, or a L{HistoryPolicy} with an age).
+        @param dynamic_channels: let clients join channels not configured.
+        @param request_timeout: default seconds a server-to-client call waits.
+        @param max_backlog: bytes a paused (slow) stream may hold back.
+        @param overflow: what happens past C{max_backlog}: C{"disconnect"} or
+            C{"drop_oldest"}.
+        """
+        if path in self.endpoints and not self.endpoints[path].closed:
+            raise ValueError(f"an endpoint is already set up at {path!r}")
+        endpoint = SSEEndpoint(
+            path=path,
+            graph=self.graph,
+            clock=self.clock,
+            broker=self.broker,
+            channels=channels,
+            on_connection=on_connection,
+            on_close=on_close,
+            on_connection_close=on_connection_close,
+            keepalive=keepalive,
+            retry=retry,
+            history=history,
+            dynamic_channels=dynamic_channels,
+            request_timeout=request_timeout,
+            max_backlog=max_backlog,
+            overflow=overflow,
+        )
+        self.endpoints[path] = endpoint
+        return endpoint
+
+    def shutdown(self) -> Deferred[None]:
+        """
+        Send every stream a last C{shutdown} event, close it, and fail every
+        pending call.
+        """
+        for endpoint in list(self.endpoints.values()):
+            endpoint.shutdown()
+        stop = getattr(self.broker, "stop", None)
+        if stop is not None:
+            return maybeDeferred(stop).addCallback(lambda _: None)
+        return succeed(None)
+
+
+class SSEService(Service):
+    """
+    Runs an L{SSEBackend} as a twisted.application service: stopping it
+    closes every stream cleanly.  Add it to a C{MultiService} before the
+    listening port's service, so that the port stops listening first.
+    """
+
+    def __init__(self, backend: SSEBackend) -> None:
+        self.backend = backend
+
+    def startService(self) -> None:
+        super().startService()
+        start = getattr(self.backend.broker, "start", None)
+        if start is not None:
+            start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.backend.shutdown()

@@ -1,0 +1,314 @@
+# -*- test-case-name: tests.test_broker -*-
+"""
+Publishing and delivery, on this node or across a cluster.
+
+The broker is the only place that knows whether other nodes exist.  An
+endpoint hands it every channel event (L{IBroker.publish}) and every push to
+a session id it does not hold itself (L{IBroker.push}); the broker gives event
+ids to events whose channel keeps history, stores them, and calls each node's
+L{IDeliverySink} back with what that node must fan out.  It also answers
+replay questions for reconnecting clients.
+
+It knows endpoint keys, channel names and session ids; never HTTP, sessions
+or encoding.  L{InMemoryBroker} is the default; a Redis broker implements the
+same interface.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from collections.abc import Iterable, Sequence
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import Attribute, Interface, implementer
+
+__all__ = [
+    "HistoryPolicy",
+    "IBroker",
+    "IDeliverySink",
+    "InMemoryBroker",
+    "Replay",
+    "StoredEvent",
+    "parse_event_id",
+]
+
+
+@frozen
+class HistoryPolicy:
+    """
+    How much of a channel's past to keep for replay.
+
+    @ivar size: the most events kept (0: no history, and no ids).
+    @ivar age: the oldest event kept, in seconds, or L{None} for no age limit.
+    """
+
+    size: int = 0
+    age: float | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 0
+
+
+@frozen
+class StoredEvent:
+    """
+    A channel event as the broker delivers and keeps it.
+    """
+
+    seq: int
+    id: str | None
+    channel: str
+    event: str | None
+    data: str
+    time: float
+
+
+@frozen
+class Replay:
+    """
+    What a reconnecting client must get before live events.
+
+    @ivar events: the kept events after its last id, oldest first, over all
+        the channels asked about.
+    @ivar reset: whether it missed events that are no longer kept (or its id
+        was unknown or malformed).
+    """
+
+    events: Sequence[StoredEvent]
+    reset: bool
+
+
+def parse_event_id(value: str | None, epoch: str) -> int | None:
+    """
+    The sequence number in an event id of C{epoch}, or L{None} for an id that
+    is absent, malformed, or of another epoch: ids are untrusted and such an id
+    only means "too old".
+    """
+    if not value:
+        return None
+    prefix, _, seq = value.rpartition(".")
+    if prefix != epoch or not seq.isascii() or not seq.isdigit() or len(seq) > 18:
+        return None
+    return int(seq)
+
+
+class IDeliverySink(Interface):
+    """
+    A node's receiving end for one endpoint: the endpoint itself.
+    """
+
+    def deliver(event: StoredEvent) -> None:
+        """
+        Fan C{event} out to this node's sessions of its channel.
+        """
+
+    def deliver_to_session(session_id: str, payload: bytes) -> bool:
+        """
+        Write encoded events to one session if this node holds it.
+
+        @return: whether it does.
+        """
+
+
+class IBroker(Interface):
+    """
+    Publish and deliver channel events and session pushes, and keep history.
+    """
+
+    node_id = Attribute("A string that names this node among its peers.")
+
+    def attach(key: str, sink: IDeliverySink) -> None:
+        """
+        Deliver events of endpoint C{key} to C{sink} from now on.
+        """
+
+    def detach(key: str) -> None:
+        """
+        Stop delivering events of endpoint C{key} here.
+        """
+
+    def publish(
+        key: str, channel: str, event: str | None, data: str, history: HistoryPolicy
+    ) -> None:
+        """
+        Publish a channel event to every node's sessions of that channel, the
+        local node included; keep it for replay if C{history} says so.
+        """
+
+    def push(key: str, session_id: str, payload: bytes) -> bool:
+        """
+        Deliver encoded events to one session, wherever it is held.
+
+        @return: whether the session is known (locally, or to the cluster).
+        """
+
+    def replay(
+        key: str,
+        channels: Sequence[tuple[str, HistoryPolicy]],
+        last_event_id: str | None,
+    ) -> Deferred[Replay]:
+        """
+        What a client that last saw C{last_event_id} missed on C{channels}.
+        """
+
+    def session_opened(key: str, session_id: str) -> None:
+        """
+        This node now holds C{session_id}.
+        """
+
+    def session_closed(key: str, session_id: str) -> None:
+        """
+        This node no longer holds C{session_id}.
+        """
+
+    def session_count(key: str) -> int:
+        """
+        How many sessions endpoint C{key} has, over every node the broker knows.
+        """
+
+
+@define
+class _ChannelHistory:
+    events: deque[StoredEvent] = field(factory=deque)
+    #: The highest sequence number no longer kept.
+    evicted: int = 0
+
+    def trim(self, policy: HistoryPolicy, now: float) -> None:
+        events = self.events
+        while len(events) > policy.size:
+            self.evicted = events.popleft().seq
+        if policy.age is not None:
+            oldest = now - policy.age
+            while events and events[0].time < oldest:
+                self.evicted = events.popleft().seq
+
+
+@define
+class _EndpointState:
+    sink: IDeliverySink | None = None
+    seq: int = 0
+    sessions: set[str] = field(factory=set)
+    history: dict[str, _ChannelHistory] = field(factory=dict)
+
+
+@implementer(IBroker)
+class InMemoryBroker:
+    """
+    One node, no network: delivery is a direct call, history is kept in
+    memory and is lost with the process (a new epoch in the ids tells
+    reconnecting clients so).
+    """
+
+    def __init__(self, clock: IReactorTime, epoch: str | None = None) -> None:
+        self._clock = clock
+        self.epoch = epoch if epoch is not None else secrets.token_hex(4)
+        self.node_id = "local"
+        self._endpoints: dict[str, _EndpointState] = {}
+
+    def _state(self, key: str) -> _EndpointState:
+        state = self._endpoints.get(key)
+        if state is None:
+            state = self._endpoints[key] = _EndpointState()
+        return state
+
+    def attach(self, key: str, sink: IDeliverySink) -> None:
+        self._state(key).sink = sink
+
+    def detach(self, key: str) -> None:
+        self._endpoints.pop(key, None)
+
+    def publish(
+        self, key: str, channel: str, event: str | None, data: str, history: HistoryPolicy
+    ) -> None:
+        state = self._state(key)
+        now = self._clock.seconds()
+        if history.enabled:
+            state.seq += 1
+            stored = StoredEvent(
+                state.seq, f"{self.epoch}.{state.seq}", channel, event, data, now
+            )
+            kept = state.history.get(channel)
+            if kept is None:
+                kept = state.history[channel] = _ChannelHistory()
+            kept.events.append(stored)
+            kept.trim(history, now)
+        else:
+            stored = StoredEvent(0, None, channel, event, data, now)
+        if state.sink is not None:
+            state.sink.deliver(stored)
+
+    def push(self, key: str, session_id: str, payload: bytes) -> bool:
+        state = self._endpoints.get(key)
+        if state is None or state.sink is None:
+            return False
+        return bool(state.sink.deliver_to_session(session_id, payload))
+
+    def replay(
+        self,
+        key: str,
+        channels: Sequence[tuple[str, HistoryPolicy]],
+        last_event_id: str | None,
+    ) -> Deferred[Replay]:
+        return succeed(self.replay_now(key, channels, last_event_id))
+
+    def replay_now(
+        self,
+        key: str,
+        channels: Sequence[tuple[str, HistoryPolicy]],
+        last_event_id: str | None,
+    ) -> Replay:
+        """
+        L{replay}, answered synchronously: memory needs no waiting.
+        """
+        state = self._state(key)
+        after = parse_event_id(last_event_id, self.epoch)
+        reset = after is None or after > state.seq
+        if reset:
+            after = 0
+        assert after is not None
+        now = self._clock.seconds()
+        found: list[StoredEvent] = []
+        for name, policy in channels:
+            kept = state.history.get(name)
+            if kept is None or not policy.enabled:
+                continue
+            kept.trim(policy, now)
+            if kept.evicted > after:
+                reset = True
+            found.extend(_after(kept.events, after))
+        found.sort(key=lambda e: e.seq)
+        return Replay(found, reset)
+
+    def session_opened(self, key: str, session_id: str) -> None:
+        self._state(key).sessions.add(session_id)
+
+    def session_closed(self, key: str, session_id: str) -> None:
+        state = self._endpoints.get(key)
+        if state is not None:
+            state.sessions.discard(session_id)
+
+    def session_count(self, key: str) -> int:
+        state = self._endpoints.get(key)
+        return 0 if state is None else len(state.sessions)
+
+    def history_of(self, key: str, channel: str) -> list[StoredEvent]:
+        """
+        The events kept for C{channel} of endpoint C{key}, oldest first.
+        """
+        state = self._endpoints.get(key)
+        kept = None if state is None else state.history.get(channel)
+        return [] if kept is None else list(kept.events)
+
+
+def _after(events: deque[StoredEvent], seq: int) -> Iterable[StoredEvent]:
+    # Newest events are at the right; walk back only as far as needed.
+    tail: list[StoredEvent] = []
+    for stored in reversed(events):
+        if stored.seq <= seq:
+            break
+        tail.append(stored)
+    tail.reverse()
+    return tail

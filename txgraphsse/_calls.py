@@ -1,0 +1,127 @@
+# -*- test-case-name: tests.test_calls -*-
+"""
+The table of pending server-to-client calls.
+
+A call is a C{callbackId}, the session it went to and the L{Deferred} its
+caller waits on.  This module owns their life: open, settle (only from the
+session the call went to), cancel, time out, and fail every call of a session
+that closed.  Whatever the outcome, the table forgets the call.  It knows
+nothing of HTTP or SSE.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from attrs import define
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+
+__all__ = ["CallTable", "SessionClosed"]
+
+
+class SessionClosed(Exception):
+    """
+    The session a call went to closed before it answered.
+    """
+
+
+@define
+class _Pending:
+    session_id: str
+    deferred: Deferred[Any]
+
+
+class CallTable:
+    """
+    Pending calls, by C{callbackId} and by session.
+
+    @ivar default_timeout: seconds a call waits for its answer unless the
+        caller says otherwise; L{None} or 0 for no limit.
+    """
+
+    def __init__(
+        self, clock: IReactorTime, default_timeout: float | None = 30.0, prefix: str = ""
+    ) -> None:
+        self._clock = clock
+        self.default_timeout = default_timeout
+        self._prefix = prefix
+        self._pending: dict[str, _Pending] = {}
+        self._by_session: dict[str, set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def open(
+        self, session_id: str, timeout: float | None = None
+    ) -> tuple[str, Deferred[Any]]:
+        """
+        Open a call to C{session_id}.
+
+        @param timeout: seconds to wait for the answer; L{None} takes the
+            table's default.
+        @return: the call's unguessable C{callbackId} and the L{Deferred} that
+            fires with the answer, or fails with
+            L{twisted.internet.defer.TimeoutError}, L{SessionClosed} or
+            L{twisted.internet.defer.CancelledError}.
+        """
+        callback_id = self._prefix + secrets.token_urlsafe(16)
+
+        def cancel(_: Deferred[Any]) -> None:
+            self._forget(callback_id)
+
+        deferred: Deferred[Any] = Deferred(cancel)
+        self._pending[callback_id] = _Pending(session_id, deferred)
+        self._by_session.setdefault(session_id, set()).add(callback_id)
+        limit = self.default_timeout if timeout is None else timeout
+        if limit:
+            deferred.addTimeout(limit, self._clock)
+        return callback_id, deferred
+
+    def is_pending(self, callback_id: str, session_id: str) -> bool:
+        pending = self._pending.get(callback_id)
+        return pending is not None and pending.session_id == session_id
+
+    def settle(self, callback_id: str, session_id: str, result: Any) -> bool:
+        """
+        Fire the call C{callback_id} with C{result}, if it is pending for
+        C{session_id}; a reply from any other session changes nothing.
+
+        @return: whether it was.
+        """
+        if not self.is_pending(callback_id, session_id):
+            return False
+        pending = self._forget(callback_id)
+        assert pending is not None
+        pending.deferred.callback(result)
+        return True
+
+    def fail_session(self, session_id: str, reason: str) -> int:
+        """
+        Fail every pending call to C{session_id} with L{SessionClosed}.
+
+        @return: how many there were.
+        """
+        ids = self._by_session.pop(session_id, set())
+        for callback_id in ids:
+            pending = self._pending.pop(callback_id, None)
+            if pending is not None:
+                pending.deferred.errback(
+                    Failure(SessionClosed(f"session {session_id[:6]}… {reason}"))
+                )
+        return len(ids)
+
+    def pending_for(self, session_id: str) -> int:
+        return len(self._by_session.get(session_id, ()))
+
+    def _forget(self, callback_id: str) -> _Pending | None:
+        pending = self._pending.pop(callback_id, None)
+        if pending is not None:
+            ids = self._by_session.get(pending.session_id)
+            if ids is not None:
+                ids.discard(callback_id)
+                if not ids:
+                    del self._by_session[pending.session_id]
+        return pending

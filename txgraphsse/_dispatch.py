@@ -1,0 +1,247 @@
+# -*- test-case-name: tests.test_backchannel -*-
+"""
+The back-channel: what a client's C{POST} body asks for, and the answer.
+
+This module owns the mapping from the body shapes of PROTOCOL.md section 2 to
+actions on an endpoint (run a route, settle a pending call, subscribe,
+unsubscribe) and from their outcomes to an HTTP status and a JSON body.  The
+resource has already parsed the body and checked the request; nothing here
+touches HTTP beyond returning a status number.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from attrs import frozen
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from . import _messages as messages
+from ._graph import Forbidden, NoRoute
+
+if TYPE_CHECKING:
+    from ._endpoint import SSEClient, SSEEndpoint
+
+__all__ = ["Answer", "ProtocolError", "dispatch"]
+
+_log = Logger()
+
+
+class ProtocolError(Exception):
+    """
+    A refusal with its status and machine word (PROTOCOL.md's error table).
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@frozen
+class Answer:
+    """
+    The HTTP answer to a C{POST}: a status and a JSON value (or no body).
+    """
+
+    status: int
+    body: Any = None
+    has_body: bool = True
+
+
+def _session(
+    endpoint: SSEEndpoint, session_id: Any, required: bool
+) -> SSEClient | None:
+    if session_id is None or session_id == "":
+        if required:
+            raise ProtocolError(400, "bad_message", "this message needs a sessionId")
+        return None
+    if not isinstance(session_id, str):
+        raise ProtocolError(400, "bad_message", "sessionId must be a string")
+    session = endpoint.sessions.get(session_id)
+    if session is None:
+        raise ProtocolError(404, "no_session", "no open session with that id here")
+    return session
+
+
+def _route_name(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ProtocolError(400, "bad_message", "route must be a non-empty string")
+    return value
+
+
+def _method(body: dict[str, Any]) -> str | None:
+    method = body.get("method")
+    if method is not None and not isinstance(method, str):
+        raise ProtocolError(400, "bad_message", "method must be a string")
+    return method
+
+
+def dispatch(
+    endpoint: SSEEndpoint,
+    body: Any,
+    header_session: str | None,
+    principal: Any = None,
+) -> Deferred[Answer]:
+    """
+    Act on one C{POST} body.
+
+    @param header_session: the C{X-GraphSSE-Session} header, if any.
+    @return: a L{Deferred} firing with the L{Answer}; it fails only with
+        L{ProtocolError}.
+    """
+    try:
+        return _dispatch(endpoint, body, header_session, principal)
+    except ProtocolError as error:
+        return Deferred.fromFailure(Failure(error))
+
+
+def _dispatch(
+    endpoint: SSEEndpoint, body: Any, header_session: str | None, principal: Any
+) -> Deferred[Answer]:
+    if not isinstance(body, dict):
+        raise ProtocolError(400, "bad_message", "the body must be a JSON object")
+    session_id = body.get("sessionId", header_session)
+    route = body.get("route")
+
+    if route is None:
+        if "callbackId" not in body:
+            raise ProtocolError(
+                400, "bad_message", "a message needs a route or a callbackId"
+            )
+        return succeed(_reply(endpoint, body, session_id))
+
+    name = _route_name(route)
+    args = body.get("args")
+    if name == "runRequest":
+        return _run_request(endpoint, args, session_id, principal)
+    return _act(endpoint, name, args, _method(body), session_id).addCallback(
+        lambda result: Answer(200, {"args": result})
+    )
+
+
+def _act(
+    endpoint: SSEEndpoint, name: str, args: Any, method: str | None, session_id: Any
+) -> Deferred[Any]:
+    """
+    Run route C{name} (one of the application's, or C{subscribeSSE} or
+    C{unsubscribe}) for the session C{session_id}; fire with its result.
+    """
+    if name == "subscribeSSE":
+        return succeed(_subscribe(endpoint, args, session_id))
+    if name == "unsubscribe":
+        return succeed(_unsubscribe(endpoint, args, session_id))
+    session = _session(endpoint, session_id, required=False)
+    return _call(endpoint, name, args, method, session)
+
+
+def _call(
+    endpoint: SSEEndpoint,
+    name: str,
+    args: Any,
+    method: str | None,
+    session: SSEClient | None,
+) -> Deferred[Any]:
+    if session is not None and endpoint.sessions.get(session.id) is not session:
+        raise ProtocolError(404, "no_session", "the session is closing")
+    try:
+        result = endpoint.graph.call(
+            name,
+            messages.spread_args(args),
+            method,
+            endpoint.caller_for(session),
+            from_client=True,
+        )
+    except NoRoute:
+        raise ProtocolError(404, "no_route", f"no route {name!r}") from None
+    except Forbidden:
+        raise ProtocolError(403, "forbidden", f"route {name!r} is not exposed") from None
+    return result.addErrback(_route_failed, name)
+
+
+def _route_failed(failure: Failure, name: str) -> Failure:
+    if failure.check(ProtocolError):
+        return failure
+    _log.failure("Route {route} failed", failure=failure, route=name)
+    text = f"{failure.type.__name__}: {failure.getErrorMessage()}"
+    text = " ".join(text.split())[:300]
+    return Failure(ProtocolError(500, "route_failed", text))
+
+
+def _run_request(
+    endpoint: SSEEndpoint, args: Any, session_id: Any, principal: Any
+) -> Deferred[Answer]:
+    if not isinstance(args, list) or len(args) < 3:
+        raise ProtocolError(
+            400, "bad_message", "runRequest args must be [message, path, callbackId, sessionId]"
+        )
+    message, _path, callback_id = args[0], args[1], args[2]
+    if len(args) > 3 and args[3] is not None:
+        session_id = args[3]
+    if not isinstance(message, dict):
+        raise ProtocolError(400, "bad_message", "a runRequest message must be an object")
+    if not isinstance(callback_id, str | int | float) or isinstance(callback_id, bool):
+        raise ProtocolError(400, "bad_message", "callbackId must be a string or number")
+    name = _route_name(message.get("route"))
+    if name == "runRequest":
+        raise ProtocolError(400, "bad_message", "a runRequest cannot wrap another")
+    session = _session(endpoint, session_id, required=False)
+    result = _act(endpoint, name, message.get("args"), _method(message), session_id)
+
+    def answered(value: Any) -> Answer:
+        reply = messages.reply(value, callback_id)  # type: ignore[arg-type]
+        if session is not None and session.is_connected:
+            endpoint.send(reply, session_id=session.id)
+        return Answer(200, reply)
+
+    return result.addCallback(answered)
+
+
+def _reply(endpoint: SSEEndpoint, body: dict[str, Any], session_id: Any) -> Answer:
+    callback_id = body["callbackId"]
+    session = _session(endpoint, session_id, required=True)
+    assert session is not None
+    if isinstance(callback_id, str):
+        if endpoint.calls.settle(callback_id, session.id, body.get("args")):
+            return Answer(204, has_body=False)
+        if endpoint.deliver_update(session.id, callback_id, body.get("args")):
+            return Answer(204, has_body=False)
+    raise ProtocolError(
+        409, "not_pending", "no pending call with that callbackId for this session"
+    )
+
+
+def _subscribe(endpoint: SSEEndpoint, args: Any, session_id: Any) -> int:
+    if not isinstance(args, list) or not args:
+        raise ProtocolError(
+            400, "bad_message", "subscribeSSE args must be [route, path, args?, key?, subInput?, sessionId]"
+        )
+    name = _route_name(args[0])
+    if len(args) > 5 and args[5] is not None:
+        session_id = args[5]
+    session = _session(endpoint, session_id, required=True)
+    assert session is not None
+    try:
+        endpoint.graph.get(name, from_client=True)
+    except NoRoute:
+        raise ProtocolError(404, "no_route", f"no route {name!r}") from None
+    except Forbidden:
+        raise ProtocolError(403, "forbidden", f"route {name!r} is not exposed") from None
+    return endpoint.subscribe_session(session, name)
+
+
+def _unsubscribe(endpoint: SSEEndpoint, args: Any, session_id: Any) -> bool:
+    if (
+        not isinstance(args, list)
+        or len(args) < 2
+        or not isinstance(args[1], int)
+        or isinstance(args[1], bool)
+    ):
+        raise ProtocolError(400, "bad_message", "unsubscribe args must be [route, sub]")
+    name = _route_name(args[0])
+    session = _session(endpoint, session_id, required=True)
+    assert session is not None
+    return endpoint.unsubscribe_session(session, name, args[1])

@@ -1,0 +1,270 @@
+# -*- test-case-name: tests.test_graph -*-
+"""
+Routes: named functions (or objects with verbs) that clients may call, and
+observers of their outputs.
+
+This module owns the table of routes, which of them are exposed to clients,
+how a message's C{method} picks a verb, and the subscribers that every run of
+a route notifies.  It knows nothing of HTTP or SSE: callers hand it a name,
+arguments and an optional L{Caller}.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+
+__all__ = [
+    "Caller",
+    "NoRoute",
+    "Forbidden",
+    "Route",
+    "RouteGraph",
+    "Value",
+]
+
+
+class NoRoute(KeyError):
+    """
+    No route by that name (or no such verb on it).
+    """
+
+
+class Forbidden(Exception):
+    """
+    The route exists but clients may not call it.
+    """
+
+
+@frozen
+class Caller:
+    """
+    Who is calling a route: handed to routes that take a keyword-only
+    parameter named C{caller}.
+
+    @ivar session: the calling session (an L{txgraphsse.SSEClient}), or
+        L{None} for a call made in the server itself.
+    @ivar principal: what the endpoint's authorizer said the caller is.
+    @ivar endpoint: the endpoint the call came through.
+    """
+
+    session: Any = None
+    principal: Any = None
+    endpoint: Any = None
+
+
+@define
+class Value:
+    """
+    A route that holds a value: C{get} reads it, C{post} (or a call with no
+    method) sets it and returns the new value.
+    """
+
+    value: Any = None
+
+    def get(self) -> Any:
+        return self.value
+
+    def post(self, *args: Any) -> Any:
+        if args:
+            self.value = args[0] if len(args) == 1 else list(args)
+        return self.value
+
+
+@define
+class Route:
+    """
+    One named route.
+
+    @ivar target: a callable, or an object whose public methods are its verbs.
+    @ivar exposed: whether clients may call it.
+    """
+
+    name: str
+    target: Any
+    exposed: bool = True
+    wants_caller: bool = False
+    observers: dict[int, Callable[[Any], object]] = field(factory=dict)
+
+    def resolve(self, method: str | None) -> Callable[..., Any]:
+        """
+        The function that a message with C{method} runs.
+        """
+        target = self.target
+        if method:
+            if method.startswith("_"):
+                raise NoRoute(f"{self.name}.{method}")
+            verb = getattr(target, method, None)
+            if callable(verb) and not isinstance(verb, type):
+                return verb  # type: ignore[no-any-return]
+            if method in ("get", "post") and callable(target):
+                return target  # type: ignore[no-any-return]
+            raise NoRoute(f"{self.name}.{method}")
+        if callable(target):
+            return target  # type: ignore[no-any-return]
+        for default in ("post", "__call__", "get"):
+            verb = getattr(target, default, None)
+            if callable(verb):
+                return verb  # type: ignore[no-any-return]
+        raise NoRoute(self.name)
+
+
+def _wants_caller(fn: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    parameter = parameters.get("caller")
+    return parameter is not None and parameter.kind is inspect.Parameter.KEYWORD_ONLY
+
+
+class RouteGraph:
+    """
+    Named routes and their observers.
+    """
+
+    _log = Logger()
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self._next_sub = 0
+
+    def add_route(self, name: str, target: Any, exposed: bool = True) -> Route:
+        """
+        Add (or replace) route C{name}.
+        """
+        if not name or name.startswith("_"):
+            raise ValueError(f"a route name must not be empty or start with _: {name!r}")
+        old = self.routes.get(name)
+        route = Route(name, target, exposed)
+        if old is not None:
+            route.observers = old.observers
+        self.routes[name] = route
+        return route
+
+    def route(
+        self, name: str | None = None, exposed: bool = True
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """
+        A decorator: C{@graph.route("name")} adds the function as a route.
+        """
+
+        def add(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.add_route(name or fn.__name__, fn, exposed)
+            return fn
+
+        return add
+
+    def load(self, obj: Any, exposed: bool = True) -> list[str]:
+        """
+        Add every public method of C{obj} as a route of its name.
+
+        @return: the names added.
+        """
+        names = []
+        for name in dir(obj):
+            if name.startswith("_"):
+                continue
+            member = getattr(obj, name)
+            if callable(member) and not isinstance(member, type):
+                self.add_route(name, member, exposed)
+                names.append(name)
+        return names
+
+    def restrict(self, names: Iterable[str]) -> None:
+        """
+        Let clients call none of C{names}; the server still can.
+        """
+        for name in names:
+            route = self.routes.get(name)
+            if route is not None:
+                route.exposed = False
+
+    def expose(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.routes[name].exposed = True
+
+    def get(self, name: str, from_client: bool) -> Route:
+        route = self.routes.get(name)
+        if route is None:
+            raise NoRoute(name)
+        if from_client and not route.exposed:
+            raise Forbidden(name)
+        return route
+
+    def call(
+        self,
+        name: str,
+        args: tuple[Any, ...] = (),
+        method: str | None = None,
+        caller: Caller | None = None,
+        from_client: bool = False,
+    ) -> Deferred[Any]:
+        """
+        Run route C{name} with C{args}; its result (plain, L{Deferred} or
+        coroutine) goes to its observers and to the returned L{Deferred}.
+
+        @raise NoRoute: no route or verb by that name.
+        @raise Forbidden: C{from_client} and the route is not exposed.
+        """
+        route = self.get(name, from_client)
+        fn = route.resolve(method)
+        kwargs: dict[str, Any] = {}
+        if _wants_caller(fn):
+            kwargs["caller"] = caller if caller is not None else Caller()
+        result = maybeDeferred(_run, fn, args, kwargs)
+        if route.observers:
+            result.addCallback(self._notify, route)
+        return result
+
+    def _notify(self, result: Any, route: Route) -> Any:
+        for sub, observer in list(route.observers.items()):
+            try:
+                observer(result)
+            except Exception:
+                self._log.failure(
+                    "Observer {sub} of route {route} failed", sub=sub, route=route.name
+                )
+        return result
+
+    def subscribe(self, name: str, callback: Callable[[Any], object]) -> int:
+        """
+        Call C{callback} with every output of route C{name}.
+
+        @return: the subscription's number, for L{unsubscribe}.
+        @raise NoRoute: no such route.
+        """
+        route = self.routes.get(name)
+        if route is None:
+            raise NoRoute(name)
+        self._next_sub += 1
+        route.observers[self._next_sub] = callback
+        return self._next_sub
+
+    def unsubscribe(self, name: str, sub: int | None = None) -> bool:
+        """
+        End subscription C{sub} of route C{name} (every one, if C{sub} is
+        L{None}).
+
+        @return: whether there was one.
+        """
+        route = self.routes.get(name)
+        if route is None:
+            return False
+        if sub is None:
+            had = bool(route.observers)
+            route.observers.clear()
+            return had
+        return route.observers.pop(sub, None) is not None
+
+
+def _run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    result = fn(*args, **kwargs)
+    if inspect.iscoroutine(result):
+        return Deferred.fromCoroutine(result)
+    return result

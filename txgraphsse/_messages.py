@@ -1,0 +1,83 @@
+# -*- test-case-name: tests.test_messages -*-
+"""
+The graphscript envelopes and their JSON, as PROTOCOL.md pins them down.
+
+This module owns the shapes of the JSON values carried in C{data} and in
+C{POST} bodies: C{setId}, route calls, C{runRequest}, replies, errors.  It
+knows the encoder and nothing else of the project: no sessions, no HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = [
+    "as_data",
+    "dumps",
+    "error_body",
+    "reply",
+    "route_call",
+    "run_request",
+    "set_id",
+    "spread_args",
+]
+
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def dumps(value: Any) -> str:
+    """
+    Compact JSON, as the framework sends it.  No raw line breaks can appear
+    (JSON escapes them), so every JSON message is one C{data:} line.
+    """
+    return _encoder.encode(value)
+
+
+def as_data(message: Any) -> str:
+    """
+    The text of an event that carries C{message}: a C{str} as it is, C{bytes}
+    as UTF-8, anything else as JSON.
+    """
+    if isinstance(message, str):
+        return message
+    if isinstance(message, bytes | bytearray | memoryview):
+        return bytes(message).decode("utf-8")
+    return dumps(message)
+
+
+def set_id(session_id: str) -> str:
+    return dumps({"route": "setId", "args": session_id})
+
+
+def route_call(route: str, args: Any = None, method: str | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"route": route, "args": args}
+    if method is not None:
+        message["method"] = method
+    return message
+
+
+def run_request(
+    message: Any, path: str, callback_id: str, session_id: str
+) -> dict[str, Any]:
+    return {"route": "runRequest", "args": [message, path, callback_id, session_id]}
+
+
+def reply(args: Any, callback_id: str) -> dict[str, Any]:
+    return {"args": args, "callbackId": callback_id}
+
+
+def error_body(code: str, message: str) -> bytes:
+    return dumps({"error": {"code": code, "message": message}}).encode("utf-8")
+
+
+def spread_args(args: Any) -> tuple[Any, ...]:
+    """
+    The positional arguments that C{args} stands for: an array is spread,
+    C{null} or absent means none, any other value is one argument.
+    """
+    if args is None:
+        return ()
+    if isinstance(args, list):
+        return tuple(args)
+    return (args,)
