@@ -185,11 +185,11 @@ class SSEService(Service):
         self.backend = backend
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         start = getattr(self.backend.broker, "start", None)
         if start is not None:
             start()
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         return self.backend.shutdown()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import secrets
 from collections import deque
 from collections.abc import Iterable, Sequence
+
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -221,7 +222,12 @@ class InMemoryBroker:
         self._endpoints.pop(key, None)
 
     def publish(
-        self, key: str, channel: str, event: str | None, data: str, history: HistoryPolicy
+        self,
+        key: str,
+        channel: str,
+        event: str | None,
+        data: str,
+        history: HistoryPolicy,
     ) -> None:
         state = self._state(key)
         now = self._clock.seconds()

@@ -43,7 +43,10 @@ class CallTable:
     """
 
     def __init__(
-        self, clock: IReactorTime, default_timeout: float | None = 30.0, prefix: str = ""
+        self,
+        clock: IReactorTime,
+        default_timeout: float | None = 30.0,
+        prefix: str = "",
     ) -> None:
         self._clock = clock
         self.default_timeout = default_timeout

@@ -49,7 +49,7 @@ class _Publisher(Protocol):
         channel: Channel,
         data: Any,
         event: str | None,
-        filter: Callable[[SSESession], bool] | None,  # noqa: A002
+        filter: Callable[[SSESession], bool] | None,
     ) -> int: ...
 
 
@@ -86,7 +86,7 @@ class Channel:
         self,
         data: Any,
         event: str | None = None,
-        filter: Callable[[SSESession], bool] | None = None,  # noqa: A002
+        filter: Callable[[SSESession], bool] | None = None,
     ) -> int:
         """
         Send C{data} to every member, on every node: text as it is, bytes as

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -96,7 +96,7 @@ def dispatch(
     try:
         return _dispatch(endpoint, body, header_session, principal)
     except ProtocolError as error:
-        return Deferred.fromFailure(Failure(error))
+        return fail(error)
 
 
 def _dispatch(
@@ -158,7 +158,9 @@ def _call(
     except NoRoute:
         raise ProtocolError(404, "no_route", f"no route {name!r}") from None
     except Forbidden:
-        raise ProtocolError(403, "forbidden", f"route {name!r} is not exposed") from None
+        raise ProtocolError(
+            403, "forbidden", f"route {name!r} is not exposed"
+        ) from None
     return result.addErrback(_route_failed, name)
 
 
@@ -166,7 +168,7 @@ def _route_failed(failure: Failure, name: str) -> Failure:
     if failure.check(ProtocolError):
         return failure
     _log.failure("Route {route} failed", failure=failure, route=name)
-    text = f"{failure.type.__name__}: {failure.getErrorMessage()}"
+    text = f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
     text = " ".join(text.split())[:300]
     return Failure(ProtocolError(500, "route_failed", text))
 
@@ -176,13 +178,17 @@ def _run_request(
 ) -> Deferred[Answer]:
     if not isinstance(args, list) or len(args) < 3:
         raise ProtocolError(
-            400, "bad_message", "runRequest args must be [message, path, callbackId, sessionId]"
+            400,
+            "bad_message",
+            "runRequest args must be [message, path, callbackId, sessionId]",
         )
     message, _path, callback_id = args[0], args[1], args[2]
     if len(args) > 3 and args[3] is not None:
         session_id = args[3]
     if not isinstance(message, dict):
-        raise ProtocolError(400, "bad_message", "a runRequest message must be an object")
+        raise ProtocolError(
+            400, "bad_message", "a runRequest message must be an object"
+        )
     if not isinstance(callback_id, str | int | float) or isinstance(callback_id, bool):
         raise ProtocolError(400, "bad_message", "callbackId must be a string or number")
     name = _route_name(message.get("route"))
@@ -217,7 +223,10 @@ def _reply(endpoint: SSEEndpoint, body: dict[str, Any], session_id: Any) -> Answ
 def _subscribe(endpoint: SSEEndpoint, args: Any, session_id: Any) -> int:
     if not isinstance(args, list) or not args:
         raise ProtocolError(
-            400, "bad_message", "subscribeSSE args must be [route, path, args?, key?, subInput?, sessionId]"
+            400,
+            "bad_message",
+            "subscribeSSE args must be"
+            " [route, path, args?, key?, subInput?, sessionId]",
         )
     name = _route_name(args[0])
     if len(args) > 5 and args[5] is not None:
@@ -229,7 +238,9 @@ def _subscribe(endpoint: SSEEndpoint, args: Any, session_id: Any) -> int:
     except NoRoute:
         raise ProtocolError(404, "no_route", f"no route {name!r}") from None
     except Forbidden:
-        raise ProtocolError(403, "forbidden", f"route {name!r} is not exposed") from None
+        raise ProtocolError(
+            403, "forbidden", f"route {name!r} is not exposed"
+        ) from None
     return endpoint.subscribe_session(session, name)
 
 

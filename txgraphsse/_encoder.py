@@ -36,7 +36,7 @@ def _check_field(name: str, value: str) -> None:
 def encode_event(
     data: str,
     event: str | None = None,
-    id: str | None = None,  # noqa: A002 - the field's name on the wire
+    id: str | None = None,
 ) -> bytes:
     """
     Encode one event.

@@ -35,7 +35,7 @@ from ._session import OverflowPolicy, SSESession
 if TYPE_CHECKING:
     from ._resource import SSEResource
 
-__all__ = ["SSEClient", "SSEEndpoint", "ConnectionCallback"]
+__all__ = ["ConnectionCallback", "SSEClient", "SSEEndpoint"]
 
 #: C{(client, endpoint, session_id, request)}, as the seed's callbacks.
 ConnectionCallback = Callable[["SSEClient", "SSEEndpoint", str, Request], object]
@@ -160,7 +160,9 @@ class SSEEndpoint:
         self.on_connection_close = on_connection_close
         self.keepalive = keepalive
         self.retry = retry
-        self.history = history if isinstance(history, HistoryPolicy) else HistoryPolicy(history)
+        self.history = (
+            history if isinstance(history, HistoryPolicy) else HistoryPolicy(history)
+        )
         self.dynamic_channels = dynamic_channels
         self.max_backlog = max_backlog
         self.overflow: OverflowPolicy = overflow
@@ -219,7 +221,7 @@ class SSEEndpoint:
         channel: Channel,
         data: Any,
         event: str | None,
-        filter: Callable[[SSESession], bool] | None,  # noqa: A002
+        filter: Callable[[SSESession], bool] | None,
     ) -> int:
         text = messages.as_data(data)
         if filter is not None:
@@ -285,9 +287,7 @@ class SSEEndpoint:
             max_backlog=self.max_backlog,
             policy=self.overflow,
         )
-        preamble = self._preamble + encode_event(
-            messages.set_id(client.id), "message"
-        )
+        preamble = self._preamble + encode_event(messages.set_id(client.id), "message")
         channels = [self.default_channel]
         channels.extend(self.channels[name] for name in channel_names)
         if last_event_id is not None:
@@ -306,7 +306,9 @@ class SSEEndpoint:
                 replay.addCallback(
                     lambda r: client._write(self._encode_replay(r, last_event_id))
                 )
-                replay.addErrback(self._log.failure, "Replay failed")
+                replay.addErrback(
+                    lambda f: self._log.failure("Replay failed", failure=f)
+                )
         client._write(preamble)
         request.registerProducer(client, True)
         request.notifyFinish().addBoth(client._finished)
@@ -331,7 +333,9 @@ class SSEEndpoint:
         if replay.reset:
             parts.append(
                 encode_event(
-                    messages.dumps({"route": "reset", "args": {"lastEventId": last_event_id}}),
+                    messages.dumps(
+                        {"route": "reset", "args": {"lastEventId": last_event_id}}
+                    ),
                     "reset",
                 )
             )
@@ -367,7 +371,9 @@ class SSEEndpoint:
         if not self.sessions:
             self._stop_keepalive()
         self._log.debug(
-            "Session {session} closed: {why}", session=session.id, why=session.close_reason
+            "Session {session} closed: {why}",
+            session=session.id,
+            why=session.close_reason,
         )
         if self.on_connection_close is not None:
             assert isinstance(session, SSEClient)
@@ -452,7 +458,9 @@ class SSEEndpoint:
         """
         Run the client's route C{route}, as L{request}.
         """
-        return self.request(messages.route_call(route, args), method, session_id, timeout)
+        return self.request(
+            messages.route_call(route, args), method, session_id, timeout
+        )
 
     def subscribe(
         self,
@@ -640,9 +648,7 @@ class SSEEndpoint:
         try:
             callback(args)
         except Exception:
-            self._log.failure(
-                "Subscriber of client route {route} failed", route=route
-            )
+            self._log.failure("Subscriber of client route {route} failed", route=route)
         return True
 
     def subscribe_session(self, session: SSEClient, route: str) -> int:

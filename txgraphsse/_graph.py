@@ -21,8 +21,8 @@ from twisted.logger import Logger
 
 __all__ = [
     "Caller",
-    "NoRoute",
     "Forbidden",
+    "NoRoute",
     "Route",
     "RouteGraph",
     "Value",
@@ -139,7 +139,9 @@ class RouteGraph:
         Add (or replace) route C{name}.
         """
         if not name or name.startswith("_"):
-            raise ValueError(f"a route name must not be empty or start with _: {name!r}")
+            raise ValueError(
+                f"a route name must not be empty or start with _: {name!r}"
+            )
         old = self.routes.get(name)
         route = Route(name, target, exposed)
         if old is not None:

@@ -50,7 +50,9 @@ def set_id(session_id: str) -> str:
     return dumps({"route": "setId", "args": session_id})
 
 
-def route_call(route: str, args: Any = None, method: str | None = None) -> dict[str, Any]:
+def route_call(
+    route: str, args: Any = None, method: str | None = None
+) -> dict[str, Any]:
     message: dict[str, Any] = {"route": route, "args": args}
     if method is not None:
         message["method"] = method

@@ -109,12 +109,10 @@ class EventStreamParser:
             self._data.append(value)
         elif field == "event":
             self._event = value
-        elif field == "id":
-            if "\0" not in value:
-                self._id_buffer = value
-        elif field == "retry":
-            if value and value.isascii() and value.isdigit():
-                self.retry = int(value)
+        elif field == "id" and "\0" not in value:
+            self._id_buffer = value
+        elif field == "retry" and value.isascii() and value.isdigit():
+            self.retry = int(value)
 
     def _dispatch(self, events: list[ServerSentEvent]) -> None:
         self.last_event_id = self._id_buffer

@@ -13,6 +13,8 @@ under C{putChild}, or as a Klein route with C{branch=True}.
 from __future__ import annotations
 
 import json
+from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
@@ -29,6 +31,18 @@ if TYPE_CHECKING:
 __all__ = ["SSEResource"]
 
 _JSON = b"application/json"
+
+#: Files of the browser client, served below every endpoint's path.
+_STATIC = {
+    b"client.js": ("graphsse.js", b"text/javascript; charset=utf-8"),
+    b"client.classic.js": ("graphsse.classic.js", b"text/javascript; charset=utf-8"),
+    b"client.d.ts": ("graphsse.d.ts", b"application/typescript; charset=utf-8"),
+}
+
+
+@cache
+def _static(name: str) -> bytes:
+    return (Path(__file__).parent / "static" / name).read_bytes()
 
 
 def _write_json(request: Request, status: int, body: bytes | None) -> None:
@@ -57,17 +71,28 @@ class SSEResource(Resource):
     _log = Logger()
 
     def __init__(self, endpoint: SSEEndpoint) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.endpoint = endpoint
 
     def render(self, request: Request) -> bytes | int:
-        rest = [part for part in request.postpath if part]
+        rest = [part for part in request.postpath or () if part]
+        if (
+            len(rest) == 1
+            and rest[0] in _STATIC
+            and request.method in (b"GET", b"HEAD")
+        ):
+            name, content_type = _STATIC[rest[0]]
+            body = _static(name)
+            request.setHeader(b"content-type", content_type)
+            request.setHeader(b"cache-control", b"public, max-age=300")
+            request.setHeader(b"access-control-allow-origin", b"*")
+            return body
         if rest:
             return _error(
                 request, ProtocolError(404, "no_route", "nothing is served here")
             )
         try:
-            return super().render(request)  # type: ignore[no-any-return]
+            return super().render(request)  # type: ignore[no-untyped-call,no-any-return]
         except ProtocolError as error:
             return _error(request, error)
 
@@ -78,20 +103,20 @@ class SSEResource(Resource):
         if endpoint.closed:
             raise ProtocolError(503, "unavailable", "this endpoint is closed")
         names: list[str] = []
-        for raw in request.args.get(b"channels", []):
+        args = request.args or {}
+        for raw in args.get(b"channels", []):
             for part in raw.decode("utf-8", "replace").split(","):
                 name = part.strip()
                 if name and name not in names:
                     names.append(name)
         for name in names:
-            if name not in endpoint.channels:
-                if not endpoint.dynamic_channels:
-                    raise ProtocolError(
-                        403, "forbidden", f"no channel {name!r} on this endpoint"
-                    )
+            if name not in endpoint.channels and not endpoint.dynamic_channels:
+                raise ProtocolError(
+                    403, "forbidden", f"no channel {name!r} on this endpoint"
+                )
         header = request.getHeader(b"last-event-id")
         if header is None:
-            query = request.args.get(b"lastEventId")
+            query = args.get(b"lastEventId")
             header = query[0] if query else None
         last_event_id = None
         if header is not None:

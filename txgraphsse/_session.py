@@ -79,10 +79,10 @@ class SSESession:
         "_policy",
         "channels",
         "close_reason",
+        "http_request",
         "id",
         "last_event_id",
         "principal",
-        "http_request",
         "state",
     )
 
@@ -135,7 +135,7 @@ class SSESession:
 
     # Writing
 
-    def push(self, data: Any, event: str | None = None, id: str | None = None) -> None:  # noqa: A002
+    def push(self, data: Any, event: str | None = None, id: str | None = None) -> None:
         """
         Send one event to this session only: C{data} as text (C{str}),
         UTF-8 (C{bytes}) or JSON (anything else).
@@ -230,19 +230,23 @@ class SSESession:
         self.close_reason = reason
         self._connected = False
         transport = self.http_request.channel.transport
+        if transport is None:
+            return
         abort = getattr(transport, "abortConnection", None)
         if abort is not None:
             abort()
         else:
             transport.loseConnection()
 
-    def _finished(self, result: None | Failure) -> None:
+    def _finished(self, result: Failure | None) -> None:
         """
         The response ended: finished by us, or the connection was lost.
         """
         self._connected = False
         if self.close_reason is None:
-            self.close_reason = "client disconnected" if result is not None else "closed"
+            self.close_reason = (
+                "client disconnected" if result is not None else "closed"
+            )
         self._backlog = []
         self._backlog_bytes = 0
         self._hub._session_closed(self, result)

@@ -12,7 +12,6 @@ C{twisted/plugins/graphsse.py}.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
 from typing import Any
 
 from twisted.application import strports
@@ -45,22 +44,27 @@ class Options(usage.Options):
         "Serve Server-Sent Events with two-way calls. GET <path> opens a "
         "stream; POST <path> is the way back. A page at / shows the stream."
     )
-    optParameters: list[Sequence[Any]] = [
+    optParameters: list[list[Any]] = [
         ["path", None, "/sse", "The path of the SSE endpoint."],
         ["channels", None, "", "Named channels, comma-separated (a,b)."],
         ["keepalive", None, 15.0, "Seconds between keep-alive comments.", float],
         ["history", None, 0, "Events each channel keeps for replay.", int],
         ["retry", None, 2000, "The retry: clients are told, in ms.", int],
-        ["app", None, None, "module:attr: an SSEBackend, a function(backend), "
-         "or an object whose public methods become routes."],
+        [
+            "app",
+            None,
+            None,
+            "module:attr: an SSEBackend, a function(backend), "
+            "or an object whose public methods become routes.",
+        ],
         ["static", None, None, "A directory served at / (instead of the demo page)."],
     ]
-    optFlags: list[Sequence[str]] = [
+    optFlags: list[list[str | None]] = [
         ["dynamic-channels", None, "Let clients join channels not configured."],
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self["ports"] = []
 
     def opt_port(self, description: str) -> None:
@@ -91,7 +95,9 @@ def _load(spec: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise usage.UsageError(f"--app: cannot import {module_name}: {error}") from error
+        raise usage.UsageError(
+            f"--app: cannot import {module_name}: {error}"
+        ) from error
     target: Any = module
     for part in attribute.split("."):
         try:
@@ -151,7 +157,9 @@ def demo_page(path: str) -> Data:
     return Data(_PAGE.format(path=path).encode("utf-8"), "text/html; charset=utf-8")
 
 
-def build(options: Options, backend: SSEBackend | None = None) -> tuple[SSEBackend, SSEEndpoint, Site]:
+def build(
+    options: Options, backend: SSEBackend | None = None
+) -> tuple[SSEBackend, SSEEndpoint, Site]:
     """
     The backend, endpoint and site that C{options} describe.
     """
@@ -194,7 +202,7 @@ def makeService(options: Options) -> IService:
     """
     backend, _, site = build(options)
     top = MultiService()
-    SSEService(backend).setServiceParent(top)
+    SSEService(backend).setServiceParent(top)  # type: ignore[no-untyped-call]
     for description in options["ports"]:
         strports.service(description, site).setServiceParent(top)
     return top

@@ -1,0 +1,3 @@
+"""
+The txgraphsse test suite: trial test cases, which pytest collects too.
+"""
