@@ -17,10 +17,13 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
+from ._auth import CallableAuthorizer, IAuthorizer
 from ._broker import HistoryPolicy, IBroker, InMemoryBroker
 from ._channel import ChannelSpec
+from ._cors import CORSPolicy
 from ._endpoint import ConnectionCallback, SSEEndpoint
 from ._graph import Caller, RouteGraph
+from ._limits import Limits
 from ._session import OverflowPolicy
 
 __all__ = ["SSEBackend", "SSEService"]
@@ -118,6 +121,11 @@ class SSEBackend:
         request_timeout: float | None = 30.0,
         max_backlog: int = 1 << 20,
         overflow: OverflowPolicy = "disconnect",
+        authorizer: IAuthorizer | None = None,
+        authorize: Callable[[Any], Any] | None = None,
+        can_join: Callable[[Any, str], bool] | None = None,
+        limits: Limits | None = None,
+        cors: CORSPolicy | None = None,
     ) -> SSEEndpoint:
         """
         Serve SSE at C{path}: returns the L{SSEEndpoint}, whose C{resource}
@@ -138,7 +146,18 @@ class SSEBackend:
         @param max_backlog: bytes a paused (slow) stream may hold back.
         @param overflow: what happens past C{max_backlog}: C{"disconnect"} or
             C{"drop_oldest"}.
+        @param authorizer: who may connect and call, and which channels they
+            may join (an L{IAuthorizer}, such as L{txgraphsse.JWTAuthorizer}).
+        @param authorize: or just a function C{(request) -> principal} (or a
+            L{Deferred} of it) that raises L{txgraphsse.Unauthorized} or
+            L{txgraphsse.AccessDenied} to refuse ...
+        @param can_join: ... and a function C{(principal, channel) -> bool}.
+        @param limits: body size, rates, sessions, calls: L{Limits}.
+        @param cors: which other origins may use the endpoint (none unless
+            given): L{CORSPolicy}.
         """
+        if authorizer is None and (authorize is not None or can_join is not None):
+            authorizer = CallableAuthorizer(authorize, can_join)
         if path in self.endpoints and not self.endpoints[path].closed:
             raise ValueError(f"an endpoint is already set up at {path!r}")
         endpoint = SSEEndpoint(
@@ -157,6 +176,9 @@ class SSEBackend:
             request_timeout=request_timeout,
             max_backlog=max_backlog,
             overflow=overflow,
+            authorizer=authorizer,
+            limits=limits,
+            cors=cors,
         )
         self.endpoints[path] = endpoint
         return endpoint

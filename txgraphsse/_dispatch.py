@@ -19,7 +19,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import _messages as messages
+from ._auth import same_principal
 from ._graph import Forbidden, NoRoute
+from ._messages import ProtocolError
 
 if TYPE_CHECKING:
     from ._endpoint import SSEClient, SSEEndpoint
@@ -27,18 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["Answer", "ProtocolError", "dispatch"]
 
 _log = Logger()
-
-
-class ProtocolError(Exception):
-    """
-    A refusal with its status and machine word (PROTOCOL.md's error table).
-    """
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @frozen
@@ -53,7 +43,7 @@ class Answer:
 
 
 def _session(
-    endpoint: SSEEndpoint, session_id: Any, required: bool
+    endpoint: SSEEndpoint, session_id: Any, required: bool, principal: Any
 ) -> SSEClient | None:
     if session_id is None or session_id == "":
         if required:
@@ -64,6 +54,8 @@ def _session(
     session = endpoint.sessions.get(session_id)
     if session is None:
         raise ProtocolError(404, "no_session", "no open session with that id here")
+    if not same_principal(session.principal, principal):
+        raise ProtocolError(403, "forbidden", "that session belongs to someone else")
     return session
 
 
@@ -112,30 +104,35 @@ def _dispatch(
             raise ProtocolError(
                 400, "bad_message", "a message needs a route or a callbackId"
             )
-        return succeed(_reply(endpoint, body, session_id))
+        return succeed(_reply(endpoint, body, session_id, principal))
 
     name = _route_name(route)
     args = body.get("args")
     if name == "runRequest":
         return _run_request(endpoint, args, session_id, principal)
-    return _act(endpoint, name, args, _method(body), session_id).addCallback(
+    return _act(endpoint, name, args, _method(body), session_id, principal).addCallback(
         lambda result: Answer(200, {"args": result})
     )
 
 
 def _act(
-    endpoint: SSEEndpoint, name: str, args: Any, method: str | None, session_id: Any
+    endpoint: SSEEndpoint,
+    name: str,
+    args: Any,
+    method: str | None,
+    session_id: Any,
+    principal: Any,
 ) -> Deferred[Any]:
     """
     Run route C{name} (one of the application's, or C{subscribeSSE} or
     C{unsubscribe}) for the session C{session_id}; fire with its result.
     """
     if name == "subscribeSSE":
-        return succeed(_subscribe(endpoint, args, session_id))
+        return succeed(_subscribe(endpoint, args, session_id, principal))
     if name == "unsubscribe":
-        return succeed(_unsubscribe(endpoint, args, session_id))
-    session = _session(endpoint, session_id, required=False)
-    return _call(endpoint, name, args, method, session)
+        return succeed(_unsubscribe(endpoint, args, session_id, principal))
+    session = _session(endpoint, session_id, False, principal)
+    return _call(endpoint, name, args, method, session, principal)
 
 
 def _call(
@@ -144,6 +141,7 @@ def _call(
     args: Any,
     method: str | None,
     session: SSEClient | None,
+    principal: Any,
 ) -> Deferred[Any]:
     if session is not None and endpoint.sessions.get(session.id) is not session:
         raise ProtocolError(404, "no_session", "the session is closing")
@@ -152,7 +150,7 @@ def _call(
             name,
             messages.spread_args(args),
             method,
-            endpoint.caller_for(session),
+            endpoint.caller_for(session, principal),
             from_client=True,
         )
     except NoRoute:
@@ -194,8 +192,10 @@ def _run_request(
     name = _route_name(message.get("route"))
     if name == "runRequest":
         raise ProtocolError(400, "bad_message", "a runRequest cannot wrap another")
-    session = _session(endpoint, session_id, required=False)
-    result = _act(endpoint, name, message.get("args"), _method(message), session_id)
+    session = _session(endpoint, session_id, False, principal)
+    result = _act(
+        endpoint, name, message.get("args"), _method(message), session_id, principal
+    )
 
     def answered(value: Any) -> Answer:
         reply = messages.reply(value, callback_id)  # type: ignore[arg-type]
@@ -206,9 +206,11 @@ def _run_request(
     return result.addCallback(answered)
 
 
-def _reply(endpoint: SSEEndpoint, body: dict[str, Any], session_id: Any) -> Answer:
+def _reply(
+    endpoint: SSEEndpoint, body: dict[str, Any], session_id: Any, principal: Any
+) -> Answer:
     callback_id = body["callbackId"]
-    session = _session(endpoint, session_id, required=True)
+    session = _session(endpoint, session_id, True, principal)
     assert session is not None
     if isinstance(callback_id, str):
         if endpoint.calls.settle(callback_id, session.id, body.get("args")):
@@ -220,7 +222,9 @@ def _reply(endpoint: SSEEndpoint, body: dict[str, Any], session_id: Any) -> Answ
     )
 
 
-def _subscribe(endpoint: SSEEndpoint, args: Any, session_id: Any) -> int:
+def _subscribe(
+    endpoint: SSEEndpoint, args: Any, session_id: Any, principal: Any
+) -> int:
     if not isinstance(args, list) or not args:
         raise ProtocolError(
             400,
@@ -231,7 +235,7 @@ def _subscribe(endpoint: SSEEndpoint, args: Any, session_id: Any) -> int:
     name = _route_name(args[0])
     if len(args) > 5 and args[5] is not None:
         session_id = args[5]
-    session = _session(endpoint, session_id, required=True)
+    session = _session(endpoint, session_id, True, principal)
     assert session is not None
     try:
         endpoint.graph.get(name, from_client=True)
@@ -244,7 +248,9 @@ def _subscribe(endpoint: SSEEndpoint, args: Any, session_id: Any) -> int:
     return endpoint.subscribe_session(session, name)
 
 
-def _unsubscribe(endpoint: SSEEndpoint, args: Any, session_id: Any) -> bool:
+def _unsubscribe(
+    endpoint: SSEEndpoint, args: Any, session_id: Any, principal: Any
+) -> bool:
     if (
         not isinstance(args, list)
         or len(args) < 2
@@ -253,6 +259,6 @@ def _unsubscribe(endpoint: SSEEndpoint, args: Any, session_id: Any) -> bool:
     ):
         raise ProtocolError(400, "bad_message", "unsubscribe args must be [route, sub]")
     name = _route_name(args[0])
-    session = _session(endpoint, session_id, required=True)
+    session = _session(endpoint, session_id, True, principal)
     assert session is not None
     return endpoint.unsubscribe_session(session, name, args[1])

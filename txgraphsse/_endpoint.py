@@ -24,24 +24,35 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from . import _messages as messages
+from ._auth import AllowAll, IAuthorizer
 from ._broker import HistoryPolicy, IBroker, IDeliverySink, Replay, StoredEvent
 from ._calls import CallTable, SessionClosed
 from ._channel import Channel, ChannelSpec
+from ._cors import CORSPolicy
 from ._encoder import KEEPALIVE, encode_event, encode_retry
 from ._graph import Caller, RouteGraph
+from ._limits import Limits, TokenBucket
+from ._messages import ProtocolError
 from ._outbox import Outbox
 from ._session import OverflowPolicy, SSESession
 
 if TYPE_CHECKING:
     from ._resource import SSEResource
 
-__all__ = ["ConnectionCallback", "SSEClient", "SSEEndpoint"]
+__all__ = ["ConnectionCallback", "SSEClient", "SSEEndpoint", "TooManyCalls"]
 
 #: C{(client, endpoint, session_id, request)}, as the seed's callbacks.
 ConnectionCallback = Callable[["SSEClient", "SSEEndpoint", str, Request], object]
 
 #: The name of the channel every session belongs to.
 DEFAULT_CHANNEL = "message"
+
+
+class TooManyCalls(Exception):
+    """
+    A session has as many server-to-client calls waiting as its endpoint
+    allows (C{Limits.max_pending_calls}).
+    """
 
 
 class SSEClient(SSESession):
@@ -148,6 +159,9 @@ class SSEEndpoint:
         request_timeout: float | None = 30.0,
         max_backlog: int = 1 << 20,
         overflow: OverflowPolicy = "disconnect",
+        authorizer: IAuthorizer | None = None,
+        limits: Limits | None = None,
+        cors: CORSPolicy | None = None,
     ) -> None:
         from ._resource import SSEResource
 
@@ -166,6 +180,14 @@ class SSEEndpoint:
         self.dynamic_channels = dynamic_channels
         self.max_backlog = max_backlog
         self.overflow: OverflowPolicy = overflow
+        self.authorizer: IAuthorizer = (
+            authorizer if authorizer is not None else AllowAll()
+        )
+        self.limits = limits if limits is not None else Limits()
+        self.cors = cors if cors is not None else CORSPolicy()
+        self.stopping = False
+        self._per_address: dict[str, int] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         self.sessions: dict[str, SSEClient] = {}
         self.channels: dict[str, Channel] = {}
         self.calls = CallTable(clock, request_timeout)
@@ -266,6 +288,7 @@ class SSEEndpoint:
         channel_names: Iterable[str],
         last_event_id: str | None,
         principal: Any = None,
+        address: str = "",
     ) -> SSEClient:
         """
         Turn C{request} into an open session: headers, preamble, replay,
@@ -314,6 +337,8 @@ class SSEEndpoint:
         request.notifyFinish().addBoth(client._finished)
         self._outbox.joined(client)
         self.sessions[client.id] = client
+        client.address = address
+        self._per_address[address] = self._per_address.get(address, 0) + 1
         for channel in channels:
             channel.register(client)
         self.broker.session_opened(self.path, client.id)
@@ -363,6 +388,13 @@ class SSEEndpoint:
             if channel is not None:
                 channel.deregister(session)
         self.broker.session_closed(self.path, session.id)
+        address = session.address
+        left = self._per_address.get(address, 0) - 1
+        if left > 0:
+            self._per_address[address] = left
+        else:
+            self._per_address.pop(address, None)
+        self._buckets.pop(session.id, None)
         for route, sub in self._server_subscriptions.pop(session.id, ()):
             self.graph.unsubscribe(route, sub)
         for key in [k for k in self._client_subscriptions if k[0] == session.id]:
@@ -520,6 +552,7 @@ class SSEEndpoint:
         payload = encode_event(
             messages.dumps({"route": "shutdown", "args": final}), "shutdown"
         )
+        self.stopping = True
         self._outbox.flush()
         for session in list(self.sessions.values()):
             session.close_reason = "server shutting down"
@@ -594,6 +627,9 @@ class SSEEndpoint:
     ) -> Deferred[Any]:
         if session_id not in self.sessions:
             return fail(SessionClosed(f"no open session {session_id[:6]}…"))
+        limit = self.limits.max_pending_calls
+        if limit is not None and self.calls.pending_for(session_id) >= limit:
+            return fail(TooManyCalls(f"{limit} calls are waiting on that session"))
         if method is not None and isinstance(message, dict):
             message = {**message, "method": method}
         callback_id, deferred = self.calls.open(session_id, timeout)
@@ -631,12 +667,35 @@ class SSEEndpoint:
 
     # Calls from clients (the dispatcher calls these)
 
-    def caller_for(self, session: SSEClient | None) -> Caller:
+    def caller_for(self, session: SSEClient | None, principal: Any = None) -> Caller:
         return Caller(
             session=session,
-            principal=None if session is None else session.principal,
+            principal=principal if session is None else session.principal,
             endpoint=self,
         )
+
+    def sessions_from(self, address: str) -> int:
+        """
+        How many open sessions came from C{address}.
+        """
+        return self._per_address.get(address, 0)
+
+    def take_call_token(self, key: str) -> bool:
+        """
+        Count one client call against C{key}'s rate (a session id, or C{@}
+        and an address).
+
+        @return: whether it is within C{Limits.calls_per_second}.
+        """
+        rate = self.limits.calls_per_second
+        if rate is None:
+            return True
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) > 100_000:
+                self._buckets.clear()
+            bucket = self._buckets[key] = TokenBucket(rate, self.limits.call_burst)
+        return bucket.take(self.clock.seconds())
 
     def deliver_update(self, session_id: str, route: str, args: Any) -> bool:
         """
@@ -656,6 +715,10 @@ class SSEEndpoint:
         Push every output of server route C{route} to C{session}.
         """
         session_id = session.id
+        limit = self.limits.max_subscriptions
+        owned = self._server_subscriptions.get(session_id, [])
+        if limit is not None and len(owned) >= limit:
+            raise ProtocolError(429, "rate_limited", f"at most {limit} subscriptions")
 
         def forward(output: Any) -> None:
             self.send(messages.reply(output, route), session_id=session_id)

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 __all__ = [
+    "ProtocolError",
     "as_data",
     "dumps",
     "error_body",
@@ -22,6 +23,20 @@ __all__ = [
     "set_id",
     "spread_args",
 ]
+
+
+class ProtocolError(Exception):
+    """
+    A refusal with its HTTP status and machine word, from PROTOCOL.md's
+    error table.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
 
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 

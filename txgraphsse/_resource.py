@@ -4,26 +4,33 @@ The twisted.web face of an endpoint.
 
 L{SSEResource} owns the HTTP side of one path: C{GET} opens a session,
 C{HEAD} answers the stream's headers without opening one, C{POST} checks and
-parses a back-channel message and hands it to the dispatcher, and the
-browser client is served below the path.  Every refusal is a JSON error of
-PROTOCOL.md's table, never a traceback.  It mounts anywhere a resource can:
-under C{putChild}, or as a Klein route with C{branch=True}.
+parses a back-channel message and hands it to the dispatcher, C{OPTIONS}
+answers CORS preflights, and the browser client is served below the path.
+Before anything runs, it applies the endpoint's limits and authorizer.  Every
+refusal is a JSON error of PROTOCOL.md's table, never a traceback.  It mounts
+anywhere a resource can: under C{putChild}, or as a Klein route with
+C{branch=True}.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from . import _messages as messages
-from ._dispatch import Answer, ProtocolError, dispatch
+from ._auth import AccessDenied, Unauthorized
+from ._dispatch import Answer, dispatch
+from ._limits import json_depth
+from ._messages import ProtocolError
 
 if TYPE_CHECKING:
     from ._endpoint import SSEEndpoint
@@ -39,27 +46,17 @@ _STATIC = {
     b"client.d.ts": ("graphsse.d.ts", b"application/typescript; charset=utf-8"),
 }
 
+_Rendered = bytes | int
+
 
 @cache
 def _static(name: str) -> bytes:
     return (Path(__file__).parent / "static" / name).read_bytes()
 
 
-def _write_json(request: Request, status: int, body: bytes | None) -> None:
-    request.setResponseCode(status)
-    if body is not None:
-        request.setHeader(b"content-type", b"application/json; charset=utf-8")
-        request.setHeader(b"content-length", b"%d" % len(body))
-        request.write(body)
-
-
-def _error(request: Request, error: ProtocolError) -> bytes:
-    request.setResponseCode(error.status)
-    request.setHeader(b"content-type", b"application/json; charset=utf-8")
-    request.setHeader(b"cache-control", b"no-store")
-    if error.status == 503:
-        request.setHeader(b"retry-after", b"5")
-    return messages.error_body(error.code, error.message)
+def _address(request: Request) -> str:
+    address = request.getClientAddress()
+    return str(getattr(address, "host", address))
 
 
 class SSEResource(Resource):
@@ -74,7 +71,28 @@ class SSEResource(Resource):
         super().__init__()  # type: ignore[no-untyped-call]
         self.endpoint = endpoint
 
-    def render(self, request: Request) -> bytes | int:
+    def _error(self, request: Request, error: ProtocolError) -> bytes:
+        request.setResponseCode(error.status)
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        if error.status in (429, 503):
+            retry = self.endpoint.limits.retry_after
+            request.setHeader(b"retry-after", b"%d" % retry)
+        if error.status == 401:
+            request.setHeader(b"www-authenticate", b"Bearer")
+        if error.status >= 400:
+            self._log.info(
+                "Refused {method} {path} from {peer}: {status} {code}",
+                method=request.method,
+                path=self.endpoint.path,
+                peer=_address(request),
+                status=error.status,
+                code=error.code,
+            )
+        return messages.error_body(error.code, error.message)
+
+    def render(self, request: Request) -> _Rendered:
+        self.endpoint.cors.apply(request)
         rest = [part for part in request.postpath or () if part]
         if (
             len(rest) == 1
@@ -82,19 +100,66 @@ class SSEResource(Resource):
             and request.method in (b"GET", b"HEAD")
         ):
             name, content_type = _STATIC[rest[0]]
-            body = _static(name)
             request.setHeader(b"content-type", content_type)
             request.setHeader(b"cache-control", b"public, max-age=300")
             request.setHeader(b"access-control-allow-origin", b"*")
-            return body
+            return _static(name)
         if rest:
-            return _error(
+            return self._error(
                 request, ProtocolError(404, "no_route", "nothing is served here")
             )
         try:
             return super().render(request)  # type: ignore[no-untyped-call,no-any-return]
         except ProtocolError as error:
-            return _error(request, error)
+            return self._error(request, error)
+
+    # Authorization, synchronous or not
+
+    def _authorized(
+        self, request: Request, then: Callable[[Any], _Rendered]
+    ) -> _Rendered:
+        """
+        Run C{then(principal)} once the authorizer has named the client, now
+        if it answers at once, later if it answers with a L{Deferred}.
+        """
+        try:
+            principal = self.endpoint.authorizer.authorize(request)
+        except Exception as error:
+            raise self._refusal(Failure(error)) from None
+        if not isinstance(principal, Deferred):
+            return then(principal)
+
+        def go(value: Any) -> None:
+            if request.finished or request._disconnected:
+                return
+            try:
+                body = then(value)
+            except ProtocolError as error:
+                body = self._error(request, error)
+            if body is not NOT_DONE_YET:
+                assert isinstance(body, bytes)
+                request.write(body)
+                request.finish()
+
+        def refuse(failure: Failure) -> None:
+            if request.finished or request._disconnected:
+                return
+            request.write(self._error(request, self._refusal(failure)))
+            request.finish()
+
+        principal.addCallbacks(go, refuse)
+        return NOT_DONE_YET
+
+    def _refusal(self, failure: Failure) -> ProtocolError:
+        error = failure.value
+        if isinstance(error, Unauthorized):
+            return ProtocolError(401, "unauthorized", str(error) or "who are you?")
+        if isinstance(error, AccessDenied):
+            return ProtocolError(403, "forbidden", str(error) or "access denied")
+        if isinstance(error, ProtocolError):
+            return error
+        self._log.failure("The authorizer failed", failure=failure)
+        return ProtocolError(500, "internal_error", "the authorizer failed")
 
     # GET and HEAD: the stream
 
@@ -102,13 +167,16 @@ class SSEResource(Resource):
         endpoint = self.endpoint
         if endpoint.closed:
             raise ProtocolError(503, "unavailable", "this endpoint is closed")
-        names: list[str] = []
         args = request.args or {}
+        names: list[str] = []
         for raw in args.get(b"channels", []):
             for part in raw.decode("utf-8", "replace").split(","):
                 name = part.strip()
                 if name and name not in names:
                     names.append(name)
+        limit = endpoint.limits.max_channels
+        if limit is not None and len(names) > limit:
+            raise ProtocolError(403, "forbidden", f"at most {limit} channels")
         for name in names:
             if name not in endpoint.channels and not endpoint.dynamic_channels:
                 raise ProtocolError(
@@ -123,42 +191,95 @@ class SSEResource(Resource):
             last_event_id = header.decode("utf-8", "replace")
         return names, last_event_id
 
-    def render_GET(self, request: Request) -> bytes | int:
-        names, last_event_id = self._stream_arguments(request)
+    def _check_capacity(self, request: Request) -> None:
         endpoint = self.endpoint
-        for name in names:
-            if name not in endpoint.channels:
-                endpoint.add_channel(name)
-        endpoint._open(request, names, last_event_id)
-        return NOT_DONE_YET
+        limits = endpoint.limits
+        if endpoint.stopping:
+            raise ProtocolError(503, "unavailable", "the server is shutting down")
+        if (
+            limits.max_sessions is not None
+            and len(endpoint.sessions) >= limits.max_sessions
+        ):
+            raise ProtocolError(503, "unavailable", "too many sessions; retry later")
+        per_address = limits.max_sessions_per_address
+        if (
+            per_address is not None
+            and endpoint.sessions_from(_address(request)) >= per_address
+        ):
+            raise ProtocolError(
+                503, "unavailable", "too many sessions from your address"
+            )
 
-    def render_HEAD(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> _Rendered:
+        self._check_capacity(request)
+        names, last_event_id = self._stream_arguments(request)
+
+        def open_(principal: Any) -> _Rendered:
+            endpoint = self.endpoint
+            self._check_capacity(request)
+            for name in names:
+                if not endpoint.authorizer.can_join(principal, name):
+                    raise ProtocolError(
+                        403, "forbidden", f"you may not join channel {name!r}"
+                    )
+            for name in names:
+                if name not in endpoint.channels:
+                    endpoint.add_channel(name)
+            endpoint._open(request, names, last_event_id, principal, _address(request))
+            return NOT_DONE_YET
+
+        return self._authorized(request, open_)
+
+    def render_HEAD(self, request: Request) -> _Rendered:
         self._stream_arguments(request)
-        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-cache, no-transform")
-        request.setHeader(b"x-accel-buffering", b"no")
-        return b""
+
+        def headers(principal: Any) -> bytes:
+            request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+            request.setHeader(b"cache-control", b"no-cache, no-transform")
+            request.setHeader(b"x-accel-buffering", b"no")
+            return b""
+
+        return self._authorized(request, headers)
 
     # POST: the back-channel
 
-    def render_POST(self, request: Request) -> bytes | int:
+    def render_POST(self, request: Request) -> _Rendered:
+        limits = self.endpoint.limits
         content_type = request.getHeader(b"content-type") or b""
         if content_type.split(b";")[0].strip().lower() != _JSON:
             raise ProtocolError(
                 415, "bad_content_type", "send the message as application/json"
             )
+        length = request.getHeader(b"content-length")
+        too_large = ProtocolError(
+            413, "too_large", f"the body is over {limits.max_body} bytes"
+        )
+        if length is not None and length.isdigit() and int(length) > limits.max_body:
+            raise too_large
         assert request.content is not None
-        raw = request.content.read()
+        raw = request.content.read(limits.max_body + 1)
+        if len(raw) > limits.max_body:
+            raise too_large
+        return self._authorized(request, lambda p: self._post(request, raw, p))
+
+    def _post(self, request: Request, raw: bytes, principal: Any) -> _Rendered:
+        endpoint = self.endpoint
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):
             raise ProtocolError(400, "bad_json", "the body is not JSON") from None
+        if not json_depth(body, endpoint.limits.max_json_depth):
+            raise ProtocolError(400, "bad_json", "the body nests too deep")
         header = request.getHeader(b"x-graphsse-session")
         header_session = None if header is None else header.decode("utf-8", "replace")
+        named = body.get("sessionId") if isinstance(body, dict) else None
+        caller = named if isinstance(named, str) and named else header_session
+        if not endpoint.take_call_token(caller or "@" + _address(request)):
+            raise ProtocolError(429, "rate_limited", "too many calls; slow down")
 
         finished = [False]
         request.notifyFinish().addBoth(lambda _: finished.__setitem__(0, True))
-        answer = dispatch(self.endpoint, body, header_session)
+        answer = dispatch(endpoint, body, header_session, principal)
 
         def respond(result: Answer) -> None:
             if finished[0]:
@@ -175,9 +296,12 @@ class SSEResource(Resource):
                         )
                     )
                     return
-                _write_json(request, result.status, payload)
+                request.setResponseCode(result.status)
+                request.setHeader(b"content-type", b"application/json; charset=utf-8")
+                request.setHeader(b"content-length", b"%d" % len(payload))
+                request.write(payload)
             else:
-                _write_json(request, result.status, None)
+                request.setResponseCode(result.status)
             request.finish()
 
         def fail(failure: Failure) -> None:
@@ -187,13 +311,14 @@ class SSEResource(Resource):
             if not isinstance(error, ProtocolError):
                 self._log.failure("Back-channel failed", failure=failure)
                 error = ProtocolError(500, "route_failed", "internal error")
-            request.write(_error(request, error))
+            request.write(self._error(request, error))
             request.finish()
 
         answer.addCallbacks(respond, fail)
         return NOT_DONE_YET
 
     def render_OPTIONS(self, request: Request) -> bytes:
+        self.endpoint.cors.preflight(request)
         request.setResponseCode(204)
         request.setHeader(b"allow", b"GET, HEAD, POST, OPTIONS")
         return b""

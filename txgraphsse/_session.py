@@ -64,6 +64,7 @@ class SSESession:
     @ivar principal: what the endpoint's authorizer said the client is.
     @ivar channels: names of the channels this session belongs to.
     @ivar close_reason: why the stream ended, once it has.
+    @ivar address: the client's address as the endpoint counts it.
     """
 
     __slots__ = (
@@ -77,6 +78,7 @@ class SSESession:
         "_out",
         "_paused",
         "_policy",
+        "address",
         "channels",
         "close_reason",
         "http_request",
@@ -106,6 +108,7 @@ class SSESession:
         self.principal = principal
         self.channels: set[str] = set()
         self.close_reason: str | None = None
+        self.address = ""
         self._hub = hub
         self._connected = True
         self._paused = False

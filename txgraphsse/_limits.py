@@ -1,0 +1,98 @@
+# -*- test-case-name: tests.test_limits -*-
+"""
+The limits an endpoint enforces on what clients may ask of it.
+
+This module owns the numbers (L{Limits}) and the small mechanisms that count
+against them: a token bucket per caller, the depth of a JSON value, and the
+tally of sessions per client address.  It knows nothing of HTTP: the resource
+asks, and turns a refusal into the PROTOCOL.md error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import define, field, frozen
+
+__all__ = ["Limits", "TokenBucket", "json_depth"]
+
+
+@frozen
+class Limits:
+    """
+    What one endpoint allows.  L{None} means no limit.
+
+    @ivar max_body: bytes in one C{POST} body (C{413 too_large}).
+    @ivar max_json_depth: nesting of arrays and objects in one body
+        (C{400 bad_json}).
+    @ivar calls_per_second: sustained C{POST}s per session (or, without a
+        session, per client address), with bursts of C{call_burst}
+        (C{429 rate_limited}).
+    @ivar max_sessions: open streams on this node (C{503 unavailable}).
+    @ivar max_sessions_per_address: open streams per client address
+        (C{503 unavailable}).
+    @ivar max_pending_calls: server-to-client calls waiting on one session;
+        more fail at once with L{txgraphsse.TooManyCalls}.
+    @ivar max_subscriptions: server routes one session may subscribe to
+        (C{429 rate_limited}).
+    @ivar max_channels: channels one session may join (C{403 forbidden}).
+    @ivar retry_after: seconds a refused client is told to wait.
+    """
+
+    max_body: int = 1 << 20
+    max_json_depth: int = 64
+    calls_per_second: float | None = None
+    call_burst: int = 50
+    max_sessions: int | None = None
+    max_sessions_per_address: int | None = None
+    max_pending_calls: int | None = 10_000
+    max_subscriptions: int | None = 256
+    max_channels: int | None = 64
+    retry_after: int = 5
+
+
+@define
+class TokenBucket:
+    """
+    C{rate} tokens a second, at most C{burst} saved up.
+    """
+
+    rate: float
+    burst: float
+    tokens: float = field(default=-1.0)
+    stamp: float = 0.0
+
+    def take(self, now: float) -> bool:
+        """
+        Spend one token if there is one.
+        """
+        if self.tokens < 0:
+            self.tokens = self.burst
+            self.stamp = now
+        else:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+def json_depth(value: Any, limit: int) -> bool:
+    """
+    Whether C{value} nests arrays and objects at most C{limit} deep, checked
+    without recursion so that a hostile body cannot exhaust the stack.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in children)
+    return True
