@@ -19,6 +19,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from ._stats import Histogram
+
 __all__ = ["CallTable", "SessionClosed"]
 
 
@@ -32,6 +34,7 @@ class SessionClosed(Exception):
 class _Pending:
     session_id: str
     deferred: Deferred[Any]
+    opened: float
 
 
 class CallTable:
@@ -52,6 +55,8 @@ class CallTable:
         self.default_timeout = default_timeout
         self._prefix = prefix
         self._pending: dict[str, _Pending] = {}
+        #: How long answered calls took.
+        self.latency = Histogram()
         self._by_session: dict[str, set[str]] = {}
 
     def __len__(self) -> int:
@@ -76,7 +81,9 @@ class CallTable:
             self._forget(callback_id)
 
         deferred: Deferred[Any] = Deferred(cancel)
-        self._pending[callback_id] = _Pending(session_id, deferred)
+        self._pending[callback_id] = _Pending(
+            session_id, deferred, self._clock.seconds()
+        )
         self._by_session.setdefault(session_id, set()).add(callback_id)
         limit = self.default_timeout if timeout is None else timeout
         if limit:
@@ -98,6 +105,7 @@ class CallTable:
             return False
         pending = self._forget(callback_id)
         assert pending is not None
+        self.latency.observe(self._clock.seconds() - pending.opened)
         pending.deferred.callback(result)
         return True
 

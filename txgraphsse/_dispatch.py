@@ -159,12 +159,13 @@ def _call(
         raise ProtocolError(
             403, "forbidden", f"route {name!r} is not exposed"
         ) from None
-    return result.addErrback(_route_failed, name)
+    return result.addErrback(_route_failed, name, endpoint)
 
 
-def _route_failed(failure: Failure, name: str) -> Failure:
+def _route_failed(failure: Failure, name: str, endpoint: SSEEndpoint) -> Failure:
     if failure.check(ProtocolError):
         return failure
+    endpoint.counters.route_failures += 1
     _log.failure("Route {route} failed", failure=failure, route=name)
     text = f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
     text = " ".join(text.split())[:300]

@@ -35,6 +35,7 @@ from ._limits import Limits, TokenBucket
 from ._messages import ProtocolError
 from ._outbox import Outbox
 from ._session import OverflowPolicy, SSESession
+from ._stats import Counters
 
 if TYPE_CHECKING:
     from ._resource import SSEResource
@@ -192,7 +193,8 @@ class SSEEndpoint:
         self.channels: dict[str, Channel] = {}
         self.calls = CallTable(clock, request_timeout)
         self.closed = False
-        self._outbox = Outbox(clock)
+        self.counters = Counters()
+        self._outbox = Outbox(clock, self.counters)
         self._keepalive_loop: LoopingCall | None = None
         self._preamble = encode_retry(retry)
         # Client-side routes the server subscribed to, by (session, route).
@@ -256,6 +258,7 @@ class SSEEndpoint:
         if event is not None:
             encode_event("", event)  # refuse it here, before it travels
         self.broker.publish(self.path, channel.name, event, text, channel.history)
+        self.counters.events_published += 1
         return len(channel.members)
 
     # IDeliverySink: the broker hands back what this node must fan out.
@@ -337,15 +340,16 @@ class SSEEndpoint:
         request.notifyFinish().addBoth(client._finished)
         self._outbox.joined(client)
         self.sessions[client.id] = client
+        self.counters.sessions_opened += 1
         client.address = address
         self._per_address[address] = self._per_address.get(address, 0) + 1
         for channel in channels:
             channel.register(client)
         self.broker.session_opened(self.path, client.id)
         self._start_keepalive()
-        self._log.debug(
+        self._log.info(
             "Session {session} opened on {path} from {peer}",
-            session=client.id,
+            session=client.id[:8],
             path=self.path,
             peer=request.getClientAddress(),
         )
@@ -383,6 +387,7 @@ class SSEEndpoint:
     def _session_closed(self, session: SSESession, reason: Failure | None) -> None:
         if self.sessions.pop(session.id, None) is None:
             return
+        self.counters.sessions_closed += 1
         for name in list(session.channels):
             channel = self.channels.get(name)
             if channel is not None:
@@ -402,9 +407,9 @@ class SSEEndpoint:
         self.calls.fail_session(session.id, session.close_reason or "closed")
         if not self.sessions:
             self._stop_keepalive()
-        self._log.debug(
+        self._log.info(
             "Session {session} closed: {why}",
-            session=session.id,
+            session=session.id[:8],
             why=session.close_reason,
         )
         if self.on_connection_close is not None:
@@ -739,13 +744,31 @@ class SSEEndpoint:
 
     def stats(self) -> Mapping[str, Any]:
         """
-        Counts for monitoring.
+        What this endpoint holds and has done, for monitoring: plain values,
+        cheap to compute.
         """
+        counters = self.counters
+        latency = self.calls.latency
         return {
             "path": self.path,
             "sessions": len(self.sessions),
             "cluster_sessions": self.broker.session_count(self.path),
             "channels": {name: c.session_count for name, c in self.channels.items()},
             "pending_calls": len(self.calls),
+            "events_published": counters.events_published,
+            "deliveries": counters.deliveries,
+            "writes": counters.writes,
+            "bytes_sent": counters.bytes_sent,
+            "events_dropped": counters.events_dropped,
+            "sessions_opened": counters.sessions_opened,
+            "sessions_closed": counters.sessions_closed,
+            "slow_disconnects": counters.slow_disconnects,
+            "refusals": counters.refusals,
+            "route_failures": counters.route_failures,
             "flushes": self._outbox.flushes,
+            "call_latency": {
+                "count": latency.count,
+                "sum": latency.total,
+                "buckets": latency.cumulative(),
+            },
         }

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from ._encoder import chunk
+from ._stats import Counters
 
 __all__ = ["Outbox"]
 
@@ -39,9 +40,10 @@ class Outbox:
     The per-turn batch of one endpoint.
     """
 
-    __slots__ = ("_call", "_clock", "_late", "_ops", "flushes")
+    __slots__ = ("_call", "_clock", "_late", "_ops", "counters", "flushes")
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(self, clock: IReactorTime, counters: Counters | None = None) -> None:
+        self.counters = counters if counters is not None else Counters()
         self._clock = clock
         self._ops: list[_Op] = []
         self._call: IDelayedCall | None = None
@@ -95,19 +97,33 @@ class Outbox:
         if not late and all(m is first for m, _ in ops):
             payload = ops[0][1] if len(ops) == 1 else b"".join([p for _, p in ops])
             framed = chunk(payload)
-            for session in list(first):
+            receivers = list(first)
+            for session in receivers:
                 session._write(payload, framed)
+            counters = self.counters
+            counters.deliveries += len(receivers) * len(ops)
+            counters.writes += len(receivers)
+            counters.bytes_sent += len(receivers) * len(payload)
             return
 
         shares: dict[Any, list[bytes]] = {}
+        deliveries = 0
         for index, (members, payload) in enumerate(ops):
             for session in members:
                 if late and late.get(session, 0) > index:
                     continue
+                deliveries += 1
                 share = shares.get(session)
                 if share is None:
                     shares[session] = [payload]
                 else:
                     share.append(payload)
+        sent = 0
         for session, parts in shares.items():
-            session._write(parts[0] if len(parts) == 1 else b"".join(parts))
+            payload = parts[0] if len(parts) == 1 else b"".join(parts)
+            sent += len(payload)
+            session._write(payload)
+        counters = self.counters
+        counters.deliveries += deliveries
+        counters.writes += len(shares)
+        counters.bytes_sent += sent

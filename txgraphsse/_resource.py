@@ -81,6 +81,7 @@ class SSEResource(Resource):
         if error.status == 401:
             request.setHeader(b"www-authenticate", b"Bearer")
         if error.status >= 400:
+            self.endpoint.counters.refusals += 1
             self._log.info(
                 "Refused {method} {path} from {peer}: {status} {code}",
                 method=request.method,

@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from ._encoder import chunk, encode_event
 from ._messages import as_data
+from ._stats import Counters
 
 __all__ = ["OverflowPolicy", "SSESession", "new_session_id"]
 
@@ -49,6 +50,9 @@ class _Hub(Protocol):
     def _enqueue(self, session: SSESession, payload: bytes) -> None: ...
 
     def _session_closed(self, session: SSESession, reason: Failure | None) -> None: ...
+
+    @property
+    def counters(self) -> Counters: ...
 
 
 @implementer(IPushProducer)
@@ -170,14 +174,19 @@ class SSESession:
         self._backlog_bytes += len(payload)
         if self._backlog_bytes <= self._max_backlog:
             return
+        counters = self._hub.counters
         if self._policy == "drop_oldest":
             while self._backlog_bytes > self._max_backlog and self._backlog:
-                self._backlog_bytes -= len(self._backlog.pop(0))
+                dropped = self._backlog.pop(0)
+                self._backlog_bytes -= len(dropped)
+                counters.events_dropped += dropped.count(b"\n\n")
             self._dropped = True
             return
+        counters.slow_disconnects += 1
+        counters.events_dropped += sum(part.count(b"\n\n") for part in self._backlog)
         self._log.info(
             "Session {session} is too slow: {size} bytes waiting; disconnecting",
-            session=self.id,
+            session=self.id[:8],
             size=self._backlog_bytes,
         )
         self._backlog.clear()
