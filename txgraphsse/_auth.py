@@ -28,6 +28,7 @@ __all__ = [
     "JWTAuthorizer",
     "JWTPrincipal",
     "Unauthorized",
+    "principal_key",
     "same_principal",
 ]
 
@@ -49,7 +50,15 @@ def same_principal(a: Any, b: Any) -> bool:
     Whether two principals are the same client: by C{subject} where they
     have one (a renewed token is the same client), else by equality.
     """
-    return bool(getattr(a, "subject", a) == getattr(b, "subject", b))
+    return bool(principal_key(a) == principal_key(b))
+
+
+def principal_key(principal: Any) -> Any:
+    """
+    What identifies C{principal} to another node: its C{subject} where it
+    has one, else the principal itself.
+    """
+    return getattr(principal, "subject", principal)
 
 
 class IAuthorizer(Interface):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import secrets
 from collections import deque
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, succeed
@@ -113,6 +114,30 @@ class IDeliverySink(Interface):
         @return: whether it does.
         """
 
+    def handle_forwarded(
+        body: Any, header_session: str | None, principal: Any
+    ) -> Deferred[tuple[int, Any]]:
+        """
+        Answer a client's C{POST} that another node received for a session
+        this node holds: fire with C{(status, JSON body or None)}.
+
+        @param principal: the caller's identity as the receiving node's
+            authorizer saw it (its C{subject}, or the principal itself).
+        """
+
+    def settle_forwarded(callback_id: str, session_id: str, args: Any) -> bool:
+        """
+        A reply to a call this node made, received by another node.
+
+        @return: whether it settled a pending call or delivered an update.
+        """
+
+    def remote_session_closed(session_id: str) -> None:
+        """
+        A session held by another node closed (or its node died): fail this
+        node's calls to it.
+        """
+
 
 class IBroker(Interface):
     """
@@ -120,6 +145,10 @@ class IBroker(Interface):
     """
 
     node_id = Attribute("A string that names this node among its peers.")
+    clustered = Attribute(
+        "Whether other nodes may exist: then callback ids carry the node id,"
+        " and POSTs for sessions held elsewhere are forwarded."
+    )
 
     def attach(key: str, sink: IDeliverySink) -> None:
         """
@@ -144,6 +173,27 @@ class IBroker(Interface):
         Deliver encoded events to one session, wherever it is held.
 
         @return: whether the session is known (locally, or to the cluster).
+        """
+
+    def forward(
+        key: str,
+        session_id: str,
+        body: Any,
+        header_session: str | None,
+        principal: Any,
+    ) -> Deferred[tuple[int, Any]] | None:
+        """
+        Hand a client's C{POST} to the node that holds C{session_id}.
+
+        @return: the owner's C{(status, body)}, or L{None} where no other
+            node can hold it (the caller answers C{404 no_session}).
+        """
+
+    def settle(
+        key: str, node_id: str, callback_id: str, session_id: str, args: Any
+    ) -> Deferred[bool] | None:
+        """
+        Hand a reply to the node C{node_id} whose call it answers.
         """
 
     def replay(
@@ -207,6 +257,7 @@ class InMemoryBroker:
         self._clock = clock
         self.epoch = epoch if epoch is not None else secrets.token_hex(4)
         self.node_id = "local"
+        self.clustered = False
         self._endpoints: dict[str, _EndpointState] = {}
 
     def _state(self, key: str) -> _EndpointState:
@@ -251,6 +302,21 @@ class InMemoryBroker:
         if state is None or state.sink is None:
             return False
         return bool(state.sink.deliver_to_session(session_id, payload))
+
+    def forward(
+        self,
+        key: str,
+        session_id: str,
+        body: Any,
+        header_session: str | None,
+        principal: Any,
+    ) -> None:
+        return None
+
+    def settle(
+        self, key: str, node_id: str, callback_id: str, session_id: str, args: Any
+    ) -> None:
+        return None
 
     def replay(
         self,

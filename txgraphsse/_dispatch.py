@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import _messages as messages
-from ._auth import same_principal
+from ._auth import principal_key, same_principal
 from ._graph import Forbidden, NoRoute
 from ._messages import ProtocolError
 
@@ -77,18 +77,63 @@ def dispatch(
     body: Any,
     header_session: str | None,
     principal: Any = None,
+    forwarded: bool = False,
 ) -> Deferred[Answer]:
     """
     Act on one C{POST} body.
 
     @param header_session: the C{X-GraphSSE-Session} header, if any.
+    @param forwarded: whether another node received it and handed it here
+        (it is never forwarded again).
     @return: a L{Deferred} firing with the L{Answer}; it fails only with
         L{ProtocolError}.
     """
     try:
+        if not forwarded:
+            elsewhere = _forward(endpoint, body, header_session, principal)
+            if elsewhere is not None:
+                return elsewhere
         return _dispatch(endpoint, body, header_session, principal)
     except ProtocolError as error:
         return fail(error)
+
+
+def _named_session(body: Any, header_session: str | None) -> Any:
+    """
+    The session a body acts for, wherever the protocol lets it say so.
+    """
+    if not isinstance(body, dict):
+        return None
+    named = body.get("sessionId", header_session)
+    args = body.get("args")
+    if isinstance(args, list):
+        route = body.get("route")
+        if route == "runRequest" and len(args) > 3 and args[3] is not None:
+            named = args[3]
+        elif route == "subscribeSSE" and len(args) > 5 and args[5] is not None:
+            named = args[5]
+    return named
+
+
+def _forward(
+    endpoint: SSEEndpoint, body: Any, header_session: str | None, principal: Any
+) -> Deferred[Answer] | None:
+    """
+    Hand the body to the node holding its session, if that is not this one.
+    """
+    if not endpoint.broker.clustered:
+        return None
+    named = _named_session(body, header_session)
+    if not isinstance(named, str) or not named or named in endpoint.sessions:
+        return None
+    answer = endpoint.broker.forward(
+        endpoint.path, named, body, header_session, principal_key(principal)
+    )
+    if answer is None:
+        return None
+    return answer.addCallback(
+        lambda result: Answer(result[0], result[1], result[1] is not None)
+    )
 
 
 def _dispatch(
@@ -104,7 +149,7 @@ def _dispatch(
             raise ProtocolError(
                 400, "bad_message", "a message needs a route or a callbackId"
             )
-        return succeed(_reply(endpoint, body, session_id, principal))
+        return _reply(endpoint, body, session_id, principal)
 
     name = _route_name(route)
     args = body.get("args")
@@ -209,18 +254,36 @@ def _run_request(
 
 def _reply(
     endpoint: SSEEndpoint, body: dict[str, Any], session_id: Any, principal: Any
-) -> Answer:
+) -> Deferred[Answer]:
     callback_id = body["callbackId"]
     session = _session(endpoint, session_id, True, principal)
     assert session is not None
-    if isinstance(callback_id, str):
-        if endpoint.calls.settle(callback_id, session.id, body.get("args")):
-            return Answer(204, has_body=False)
-        if endpoint.deliver_update(session.id, callback_id, body.get("args")):
-            return Answer(204, has_body=False)
-    raise ProtocolError(
+    not_pending = ProtocolError(
         409, "not_pending", "no pending call with that callbackId for this session"
     )
+    if not isinstance(callback_id, str):
+        raise not_pending
+    args = body.get("args")
+    if endpoint.calls.settle(callback_id, session.id, args):
+        return succeed(Answer(204, has_body=False))
+    if endpoint.deliver_update(session.id, callback_id, args):
+        return succeed(Answer(204, has_body=False))
+    broker = endpoint.broker
+    if broker.clustered:
+        # A call made by another node (its id leads the callbackId), or an
+        # update of a subscription another node made ("*": ask them all).
+        node, dot, _ = callback_id.partition(".")
+        target = node if dot and node != broker.node_id else "*"
+        settled = broker.settle(endpoint.path, target, callback_id, session.id, args)
+        if settled is not None:
+
+            def done(ok: bool) -> Answer:
+                if not ok:
+                    raise not_pending
+                return Answer(204, has_body=False)
+
+            return settled.addCallback(done)
+    raise not_pending
 
 
 def _subscribe(

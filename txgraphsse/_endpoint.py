@@ -191,7 +191,11 @@ class SSEEndpoint:
         self._buckets: dict[str, TokenBucket] = {}
         self.sessions: dict[str, SSEClient] = {}
         self.channels: dict[str, Channel] = {}
-        self.calls = CallTable(clock, request_timeout)
+        self.calls = CallTable(
+            clock,
+            request_timeout,
+            prefix=f"{broker.node_id}." if broker.clustered else "",
+        )
         self.closed = False
         self.counters = Counters()
         self._outbox = Outbox(clock, self.counters)
@@ -277,6 +281,39 @@ class SSEEndpoint:
         self._outbox.to_session(session, payload)
         return True
 
+    def handle_forwarded(
+        self, body: Any, header_session: str | None, principal: Any
+    ) -> Deferred[tuple[int, Any]]:
+        from ._dispatch import dispatch
+
+        def answered(answer: Any) -> tuple[int, Any]:
+            return answer.status, answer.body if answer.has_body else None
+
+        def refused(failure: Failure) -> tuple[int, Any]:
+            error = failure.value
+            if not isinstance(error, ProtocolError):
+                self._log.failure("Forwarded call failed", failure=failure)
+                error = ProtocolError(500, "route_failed", "internal error")
+            return error.status, {
+                "error": {"code": error.code, "message": error.message}
+            }
+
+        return dispatch(
+            self, body, header_session, principal, forwarded=True
+        ).addCallbacks(answered, refused)
+
+    def settle_forwarded(self, callback_id: str, session_id: str, args: Any) -> bool:
+        return self.calls.settle(callback_id, session_id, args) or self.deliver_update(
+            session_id, callback_id, args
+        )
+
+    def remote_session_closed(self, session_id: str) -> None:
+        if session_id in self.sessions:
+            return
+        for key in [k for k in self._client_subscriptions if k[0] == session_id]:
+            del self._client_subscriptions[key]
+        self.calls.fail_session(session_id, "closed on its node")
+
     # The session hub
 
     def _enqueue(self, session: SSESession, payload: bytes) -> None:
@@ -316,6 +353,7 @@ class SSEEndpoint:
         preamble = self._preamble + encode_event(messages.set_id(client.id), "message")
         channels = [self.default_channel]
         channels.extend(self.channels[name] for name in channel_names)
+        pending: Deferred[Replay] | None = None
         if last_event_id is not None:
             replay = self.broker.replay(
                 self.path,
@@ -323,19 +361,31 @@ class SSEEndpoint:
                 last_event_id,
             )
             replayed: list[Replay] = []
-            replay.addCallback(replayed.append)
+
+            def keep(result: Replay) -> Replay:
+                replayed.append(result)
+                return result
+
+            replay.addCallback(keep)
             if replayed:
                 preamble += self._encode_replay(replayed[0], last_event_id)
             else:
-                # A broker that must ask the network: what it finds comes
-                # after the live events of the wait.
-                replay.addCallback(
-                    lambda r: client._write(self._encode_replay(r, last_event_id))
-                )
-                replay.addErrback(
-                    lambda f: self._log.failure("Replay failed", failure=f)
-                )
+                pending = replay
         client._write(preamble)
+        if pending is not None:
+            # A broker that must ask the network: live events wait in the
+            # session's backlog until the replay is written before them (the
+            # broker answers up to the last event this node has delivered).
+            client._replaying = True
+
+            def replayed_late(result: Replay) -> None:
+                client._end_replay(self._encode_replay(result, last_event_id))
+
+            def replay_failed(failure: Failure) -> None:
+                self._log.failure("Replay failed", failure=failure)
+                client._end_replay(self._encode_replay(Replay((), True), last_event_id))
+
+            pending.addCallbacks(replayed_late, replay_failed)
         request.registerProducer(client, True)
         request.notifyFinish().addBoth(client._finished)
         self._outbox.joined(client)
@@ -630,7 +680,7 @@ class SSEEndpoint:
         method: str | None,
         timeout: float | None,
     ) -> Deferred[Any]:
-        if session_id not in self.sessions:
+        if session_id not in self.sessions and not self.broker.clustered:
             return fail(SessionClosed(f"no open session {session_id[:6]}…"))
         limit = self.limits.max_pending_calls
         if limit is not None and self.calls.pending_for(session_id) >= limit:
@@ -638,10 +688,12 @@ class SSEEndpoint:
         if method is not None and isinstance(message, dict):
             message = {**message, "method": method}
         callback_id, deferred = self.calls.open(session_id, timeout)
-        self.send(
+        sent = self.send(
             messages.run_request(message, self.path, callback_id, session_id),
             session_id=session_id,
         )
+        if not sent:
+            self.calls.fail_session(session_id, "is not open anywhere")
         return deferred
 
     def _subscribe_one(

@@ -82,6 +82,7 @@ class SSESession:
         "_out",
         "_paused",
         "_policy",
+        "_replaying",
         "address",
         "channels",
         "close_reason",
@@ -117,6 +118,7 @@ class SSESession:
         self._connected = True
         self._paused = False
         self._dropped = False
+        self._replaying = False
         self._backlog: list[bytes] = []
         self._backlog_bytes = 0
         self._max_backlog = max_backlog
@@ -161,7 +163,7 @@ class SSESession:
         """
         if not self._connected:
             return
-        if self._paused:
+        if self._paused or self._replaying:
             self._hold(payload)
             return
         if self._chunked:
@@ -200,7 +202,7 @@ class SSESession:
 
     def resumeProducing(self) -> None:
         self._paused = False
-        if not self._backlog and not self._dropped:
+        if self._replaying or (not self._backlog and not self._dropped):
             return
         parts = self._backlog
         if self._dropped:
@@ -209,6 +211,18 @@ class SSESession:
         self._backlog = []
         self._backlog_bytes = 0
         self._write(b"".join(parts))
+
+    def _end_replay(self, replay: bytes) -> None:
+        """
+        Write C{replay} (events the client missed) before the live events
+        that waited for it.
+        """
+        self._replaying = False
+        if replay:
+            self._backlog.insert(0, replay)
+            self._backlog_bytes += len(replay)
+        if not self._paused:
+            self.resumeProducing()
 
     def stopProducing(self) -> None:
         # The connection is gone; notifyFinish's errback does the cleanup.
