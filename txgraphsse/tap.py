@@ -14,15 +14,22 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from twisted.application import strports
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
+from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
+from twisted.web.http import H2_ENABLED
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 from twisted.web.static import Data, File
 
+from ._auth import IAuthorizer, JWTAuthorizer
 from ._backend import SSEBackend, SSEService
+from ._broker import HistoryPolicy
+from ._cors import CORSPolicy
 from ._endpoint import SSEEndpoint
+from ._limits import Limits
 
 __all__ = ["Options", "makeService", "mount"]
 
@@ -58,14 +65,80 @@ class Options(usage.Options):
             "or an object whose public methods become routes.",
         ],
         ["static", None, None, "A directory served at / (instead of the demo page)."],
+        ["history-age", None, None, "Seconds an event stays in history.", float],
+        [
+            "request-timeout",
+            None,
+            30.0,
+            "Seconds a server-to-client call waits.",
+            float,
+        ],
+        ["max-body", None, 1 << 20, "Bytes in one POST body (413 past it).", int],
+        ["max-json-depth", None, 64, "Nesting of one POST body (400 past it).", int],
+        [
+            "calls-per-second",
+            None,
+            None,
+            "POSTs per session (or address) a second.",
+            float,
+        ],
+        ["call-burst", None, 50, "POSTs a session may send at once.", int],
+        [
+            "max-sessions",
+            None,
+            None,
+            "Open streams on this process (503 past it).",
+            int,
+        ],
+        [
+            "max-sessions-per-address",
+            None,
+            None,
+            "Open streams per client address.",
+            int,
+        ],
+        [
+            "max-pending-calls",
+            None,
+            10_000,
+            "Server-to-client calls waiting per session.",
+            int,
+        ],
+        ["max-subscriptions", None, 256, "Route subscriptions per session.", int],
+        ["max-channels", None, 64, "Channels one session may join.", int],
+        ["max-backlog", None, 1 << 20, "Bytes a slow stream may hold back.", int],
+        [
+            "overflow",
+            None,
+            "disconnect",
+            "Past --max-backlog: disconnect or drop_oldest.",
+        ],
+        ["jwt-secret", None, None, "Require a JWT signed with this HS256 secret."],
+        [
+            "jwt-public-key",
+            None,
+            None,
+            "Require a JWT signed with the RS256 key in FILE.",
+        ],
+        ["jwt-claim", None, "subscribe", "The claim that lists joinable channels."],
+        ["metrics", None, None, "Serve Prometheus metrics at this path (/metrics)."],
     ]
     optFlags: list[list[str | None]] = [
         ["dynamic-channels", None, "Let clients join channels not configured."],
+        ["cors-credentials", None, "Let allowed origins send cookies."],
     ]
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self["ports"] = []
+        self["cors"] = []
+
+    def opt_cors_origin(self, origin: str) -> None:
+        """
+        An origin that may use the endpoint from a browser
+        (https://app.example); may be given more than once; * for any.
+        """
+        self["cors"].append(origin)
 
     def opt_port(self, description: str) -> None:
         """
@@ -86,6 +159,42 @@ class Options(usage.Options):
             raise usage.UsageError("--keepalive must not be negative")
         if self["history"] < 0:
             raise usage.UsageError("--history must not be negative")
+        if self["overflow"] not in ("disconnect", "drop_oldest"):
+            raise usage.UsageError("--overflow is disconnect or drop_oldest")
+        if self["jwt-secret"] and self["jwt-public-key"]:
+            raise usage.UsageError("give --jwt-secret or --jwt-public-key, not both")
+        for name in ("max-body", "max-json-depth", "max-backlog", "call-burst"):
+            if self[name] <= 0:
+                raise usage.UsageError(f"--{name} must be positive")
+
+    def limits(self) -> Limits:
+        """
+        The endpoint limits these options ask for.
+        """
+        return Limits(
+            max_body=self["max-body"],
+            max_json_depth=self["max-json-depth"],
+            calls_per_second=self["calls-per-second"],
+            call_burst=self["call-burst"],
+            max_sessions=self["max-sessions"],
+            max_sessions_per_address=self["max-sessions-per-address"],
+            max_pending_calls=self["max-pending-calls"],
+            max_subscriptions=self["max-subscriptions"],
+            max_channels=self["max-channels"],
+        )
+
+    def authorizer(self) -> IAuthorizer | None:
+        """
+        The JWT authorizer these options ask for, if any.
+        """
+        if self["jwt-secret"]:
+            return JWTAuthorizer(
+                self["jwt-secret"], ("HS256",), claim=self["jwt-claim"]
+            )
+        if self["jwt-public-key"]:
+            with open(self["jwt-public-key"], "rb") as key:
+                return JWTAuthorizer(key.read(), ("RS256",), claim=self["jwt-claim"])
+        return None
 
 
 def _load(spec: str) -> Any:
@@ -181,9 +290,15 @@ def build(
             path,
             channels=channels,
             keepalive=options["keepalive"],
-            history=options["history"],
+            history=HistoryPolicy(options["history"], options["history-age"]),
             retry=options["retry"],
             dynamic_channels=bool(options["dynamic-channels"]),
+            request_timeout=options["request-timeout"],
+            max_backlog=options["max-backlog"],
+            overflow=options["overflow"],
+            authorizer=options.authorizer(),
+            limits=options.limits(),
+            cors=CORSPolicy.allow(options["cors"], bool(options["cors-credentials"])),
         )
     root: Resource
     if options["static"]:
@@ -192,6 +307,10 @@ def build(
         root = Resource()
         root.putChild(b"", demo_page(path))
     mount(root, path, endpoint.resource)
+    if options["metrics"]:
+        from .metrics import MetricsResource
+
+        mount(root, options["metrics"], MetricsResource(backend))
     return backend, endpoint, Site(root)
 
 
@@ -200,9 +319,34 @@ def makeService(options: Options) -> IService:
     A C{MultiService}: the backend's service first, then one listening port
     per C{--port}, so that on stop the ports close before the streams do.
     """
+    from twisted.internet import reactor
+
     backend, _, site = build(options)
     top = MultiService()
     SSEService(backend).setServiceParent(top)  # type: ignore[no-untyped-call]
     for description in options["ports"]:
-        strports.service(description, site).setServiceParent(top)
+        endpoint = with_http2(serverFromString(reactor, description))
+        StreamServerEndpointService(endpoint, site).setServiceParent(top)
     return top
+
+
+def with_http2(endpoint: IStreamServerEndpoint) -> IStreamServerEndpoint:
+    """
+    Let a TLS endpoint offer HTTP/2 by ALPN when the C{h2} package is
+    installed: the C{ssl:} strports parser builds its context without
+    protocols, and browsers only speak HTTP/2 over TLS when it is offered.
+    HTTP/2 lifts HTTP/1.1's six streams per origin.
+    """
+    if not isinstance(endpoint, SSL4ServerEndpoint) or not H2_ENABLED:
+        return endpoint
+    from twisted.internet.ssl import CertificateOptions
+
+    old = endpoint._sslContextFactory
+    endpoint._sslContextFactory = CertificateOptions(
+        privateKey=old.privateKey,
+        certificate=old.certificate,
+        extraCertChain=old.extraCertChain,
+        dhParameters=getattr(old, "dhParameters", None),
+        acceptableProtocols=[b"h2", b"http/1.1"],
+    )
+    return endpoint
