@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -83,6 +84,8 @@ class SSESession:
         "_paused",
         "_policy",
         "_replaying",
+        "_send",
+        "_tcp",
         "address",
         "channels",
         "close_reason",
@@ -131,6 +134,18 @@ class SSESession:
         self._out: Callable[[bytes], None] = (
             channel.write if isinstance(channel, HTTPChannel) else request.write
         )
+        # Plain TCP: while the transport holds nothing back, send straight to
+        # the socket.  Twisted's write would buffer, register for
+        # writability, and send on a later turn: an epoll round trip per
+        # write, which is most of what one event costs a stream.
+        transport = channel.transport if isinstance(channel, HTTPChannel) else None
+        if isinstance(transport, tcp.Connection):
+            transport.setTcpNoDelay(True)
+            self._tcp: tcp.Connection | None = transport
+            self._send: Callable[[bytes], int] | None = transport.socket.send
+        else:
+            self._tcp = None
+            self._send = None
 
     def __repr__(self) -> str:
         return f"<SSESession {self.id[:6]}… connected={self._connected}>"
@@ -167,9 +182,29 @@ class SSESession:
             self._hold(payload)
             return
         if self._chunked:
-            self._out(framed if framed is not None else chunk(payload))
+            data = framed if framed is not None else chunk(payload)
         else:
-            self._out(payload)
+            data = payload
+        tcp_ = self._tcp
+        if (
+            tcp_ is not None
+            and not tcp_._tempDataLen
+            and not tcp_.dataBuffer
+            and tcp_.connected
+            and not tcp_._writeDisconnected
+        ):
+            assert self._send is not None
+            try:
+                sent = self._send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                # Let the transport meet the error and close as it does.
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self._out(data)
 
     def _hold(self, payload: bytes) -> None:
         self._backlog.append(payload)
