@@ -52,6 +52,8 @@ class _Hub(Protocol):
 
     def _session_closed(self, session: SSESession, reason: Failure | None) -> None: ...
 
+    def _flush(self) -> None: ...
+
     @property
     def counters(self) -> Counters: ...
 
@@ -273,8 +275,15 @@ class SSESession:
         """
         if not self._connected:
             return
+        # What this turn queued for the stream and what a paused transport
+        # held back go out before C{final} and the end (not while a replay is
+        # awaited: the client must then reconnect from its old id).
+        self._hub._flush()
+        self.resumeProducing()
         if final:
             self._write(final)
+        if not self._connected:
+            return
         self.close_reason = self.close_reason or "closed by server"
         self._connected = False
         request = self.http_request
