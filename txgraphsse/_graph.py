@@ -88,8 +88,22 @@ class Route:
     name: str
     target: Any
     exposed: bool = True
-    wants_caller: bool = False
     observers: dict[int, Callable[[Any], object]] = field(factory=dict)
+    _resolved: dict[str | None, tuple[Callable[..., Any], bool]] = field(
+        factory=dict, init=False, repr=False
+    )
+
+    def function(self, method: str | None) -> tuple[Callable[..., Any], bool]:
+        """
+        L{resolve}, remembered: the function and whether it takes C{caller}.
+        """
+        found = self._resolved.get(method)
+        if found is None:
+            fn = self.resolve(method)
+            found = (fn, _wants_caller(fn))
+            if len(self._resolved) < 64:
+                self._resolved[method] = found
+        return found
 
     def resolve(self, method: str | None) -> Callable[..., Any]:
         """
@@ -215,9 +229,9 @@ class RouteGraph:
         @raise Forbidden: C{from_client} and the route is not exposed.
         """
         route = self.get(name, from_client)
-        fn = route.resolve(method)
+        fn, wants_caller = route.function(method)
         kwargs: dict[str, Any] = {}
-        if _wants_caller(fn):
+        if wants_caller:
             kwargs["caller"] = caller if caller is not None else Caller()
         result = maybeDeferred(_run, fn, args, kwargs)
         if route.observers:
