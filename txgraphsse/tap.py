@@ -122,6 +122,14 @@ class Options(usage.Options):
         ],
         ["jwt-claim", None, "subscribe", "The claim that lists joinable channels."],
         ["metrics", None, None, "Serve Prometheus metrics at this path (/metrics)."],
+        [
+            "idle-timeout",
+            None,
+            30.0,
+            "Seconds a connection may idle outside a stream (slow request"
+            " headers or bodies are dropped after it).",
+            float,
+        ],
     ]
     optFlags: list[list[str | None]] = [
         ["dynamic-channels", None, "Let clients join channels not configured."],
@@ -311,7 +319,10 @@ def build(
         from .metrics import MetricsResource
 
         mount(root, options["metrics"], MetricsResource(backend))
-    return backend, endpoint, Site(root)
+    # Twisted switches the idle timeout off while a request runs, so it
+    # never ends a stream; it ends connections that trickle headers or a
+    # body (slowloris), and idle keep-alive connections.
+    return backend, endpoint, Site(root, timeout=options["idle-timeout"])
 
 
 def makeService(options: Options) -> IService:
