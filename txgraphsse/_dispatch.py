@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 
 from . import _messages as messages
 from ._auth import principal_key, same_principal
-from ._graph import Forbidden, NoRoute
+from ._graph import BadArguments, Forbidden, NoRoute
 from ._messages import ProtocolError
 
 if TYPE_CHECKING:
@@ -210,6 +210,8 @@ def _call(
 def _route_failed(failure: Failure, name: str, endpoint: SSEEndpoint) -> Failure:
     if failure.check(ProtocolError):
         return failure
+    if failure.check(BadArguments):
+        return Failure(ProtocolError(400, "bad_message", f"bad arguments for {name!r}"))
     endpoint.counters.route_failures += 1
     _log.failure("Route {route} failed", failure=failure, route=name)
     text = f"{type(failure.value).__name__}: {failure.getErrorMessage()}"

@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
 __all__ = [
+    "BadArguments",
     "Caller",
     "Forbidden",
     "NoRoute",
@@ -38,6 +39,13 @@ class NoRoute(KeyError):
 class Forbidden(Exception):
     """
     The route exists but clients may not call it.
+    """
+
+
+class BadArguments(TypeError):
+    """
+    The arguments do not fit the route's signature: the caller's mistake,
+    not the route's.
     """
 
 
@@ -280,7 +288,17 @@ class RouteGraph:
 
 
 def _run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    result = fn(*args, **kwargs)
+    try:
+        result = fn(*args, **kwargs)
+    except TypeError as error:
+        # Only now, on the unhappy path: was it the call or the route?
+        try:
+            inspect.signature(fn).bind(*args, **kwargs)
+        except TypeError:
+            raise BadArguments(str(error)) from None
+        except ValueError:
+            pass
+        raise
     if inspect.iscoroutine(result):
         return Deferred.fromCoroutine(result)
     return result
