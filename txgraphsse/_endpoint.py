@@ -337,7 +337,11 @@ class SSEEndpoint:
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache, no-transform")
         request.setHeader(b"x-accel-buffering", b"no")
-        if request.clientproto == b"HTTP/1.1":
+        # Twisted has already set "Connection: close" for a client that asked
+        # to close; do not contradict it.
+        if request.clientproto == b"HTTP/1.1" and not request.responseHeaders.hasHeader(
+            b"connection"
+        ):
             request.setHeader(b"connection", b"keep-alive")
         # Headers go out now; the session's write path depends on them
         # (chunked or not).
@@ -682,6 +686,10 @@ class SSEEndpoint:
     ) -> Deferred[Any]:
         if session_id not in self.sessions and not self.broker.clustered:
             return fail(SessionClosed(f"no open session {session_id[:6]}…"))
+        local = self.sessions.get(session_id)
+        if local is not None and not local.is_connected:
+            # Aborted or lost, not yet reported: the envelope would be dropped.
+            return fail(SessionClosed(f"session {session_id[:6]}… is closing"))
         limit = self.limits.max_pending_calls
         if limit is not None and self.calls.pending_for(session_id) >= limit:
             return fail(TooManyCalls(f"{limit} calls are waiting on that session"))
@@ -709,7 +717,10 @@ class SSEEndpoint:
         deferred = self._request_one(session_id, message, None, None)
 
         def subscribed(sub: Any) -> Any:
-            if session_id in self.sessions:
+            # On a cluster the session may be another node's: its updates
+            # come through settle_forwarded, and remote_session_closed ends
+            # the subscription.
+            if session_id in self.sessions or self.broker.clustered:
                 self._client_subscriptions[(session_id, route)] = callback
             return sub
 
