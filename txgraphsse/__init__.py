@@ -13,7 +13,7 @@ from ._auth import (
 )
 from ._backend import SSEBackend, SSEService
 from ._broker import HistoryPolicy, IBroker, InMemoryBroker, Replay, StoredEvent
-from ._calls import SessionClosed
+from ._calls import RemoteCallError, SessionClosed
 from ._channel import Channel, ChannelSpec
 from ._cors import CORSPolicy
 from ._encoder import encode_comment, encode_event, encode_retry
@@ -42,6 +42,7 @@ __all__ = (
     "JWTPrincipal",
     "Limits",
     "ProtocolError",
+    "RemoteCallError",
     "Replay",
     "SSEBackend",
     "SSEClient",

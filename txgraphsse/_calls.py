@@ -21,13 +21,28 @@ from twisted.python.failure import Failure
 
 from ._stats import Histogram
 
-__all__ = ["CallTable", "SessionClosed"]
+__all__ = ["CallTable", "RemoteCallError", "SessionClosed"]
 
 
 class SessionClosed(Exception):
     """
     The session a call went to closed before it answered.
     """
+
+
+class RemoteCallError(Exception):
+    """
+    The client answered a call with an error (its route failed, or it has
+    no such route).
+
+    @ivar code: the client's machine word (C{route_failed}, C{no_route}).
+    @ivar message: the client's one line for a person.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
 
 
 @define
@@ -107,6 +122,21 @@ class CallTable:
         assert pending is not None
         self.latency.observe(self._clock.seconds() - pending.opened)
         pending.deferred.callback(result)
+        return True
+
+    def refuse(self, callback_id: str, session_id: str, error: Exception) -> bool:
+        """
+        Fail the call C{callback_id} with C{error}, if it is pending for
+        C{session_id}.
+
+        @return: whether it was.
+        """
+        if not self.is_pending(callback_id, session_id):
+            return False
+        pending = self._forget(callback_id)
+        assert pending is not None
+        self.latency.observe(self._clock.seconds() - pending.opened)
+        pending.deferred.errback(Failure(error))
         return True
 
     def fail_session(self, session_id: str, reason: str) -> int:

@@ -62,6 +62,7 @@ class CORSPolicy:
             return False
         request.setHeader(b"access-control-allow-origin", raw)
         request.setHeader(b"vary", b"Origin")
+        request.setHeader(b"access-control-expose-headers", b"Retry-After")
         if self.credentials:
             request.setHeader(b"access-control-allow-credentials", b"true")
         return True

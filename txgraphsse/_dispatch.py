@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 
 from . import _messages as messages
 from ._auth import principal_key, same_principal
+from ._calls import RemoteCallError
 from ._graph import BadArguments, Forbidden, NoRoute
 from ._messages import ProtocolError
 
@@ -266,7 +267,18 @@ def _reply(
     if not isinstance(callback_id, str):
         raise not_pending
     args = body.get("args")
-    if endpoint.calls.settle(callback_id, session.id, args):
+    error = body.get("error")
+    if error is not None:
+        # The client's route failed: the server's call fails with it.
+        code = error.get("code") if isinstance(error, dict) else None
+        text = error.get("message") if isinstance(error, dict) else None
+        failed = RemoteCallError(
+            code if isinstance(code, str) else "route_failed",
+            text if isinstance(text, str) else str(error)[:300],
+        )
+        if endpoint.calls.refuse(callback_id, session.id, failed):
+            return succeed(Answer(204, has_body=False))
+    elif endpoint.calls.settle(callback_id, session.id, args):
         return succeed(Answer(204, has_body=False))
     if endpoint.deliver_update(session.id, callback_id, args):
         return succeed(Answer(204, has_body=False))

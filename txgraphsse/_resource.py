@@ -232,6 +232,9 @@ class SSEResource(Resource):
         return self._authorized(request, open_)
 
     def render_HEAD(self, request: Request) -> _Rendered:
+        # What a GET would meet, so that a client's probe reads the refusal
+        # and its Retry-After.
+        self._check_capacity(request)
         self._stream_arguments(request)
 
         def headers(principal: Any) -> bytes:

@@ -1,0 +1,755 @@
+/* graphsse.classic.js: generated from graphsse.js by build_classic.py.
+ * Do not edit: change graphsse.js and run `python build_classic.py`.
+ * A classic script: it defines one global, GraphSSE (see GraphSSE.openSSE).
+ */
+var GraphSSE = (function () {
+"use strict";
+
+/**
+ * graphsse: the browser client of txgraphsse, a port of graphscript's SSE
+ * backend to Twisted.
+ *
+ * One `EventSource` carries the server's messages; `fetch` POSTs to the same
+ * URL carry the client's.  The wire format is PROTOCOL.md's.  No dependencies
+ * and no build step: this file is an ES module as it is, and
+ * `build_classic.py` derives `graphsse.classic.js` (one global, `GraphSSE`)
+ * from it.
+ *
+ *     import { openSSE } from "/events/client.js";
+ *     const sse = openSSE({ url: "/events", routes: { hello: (n) => `hi ${n}` } });
+ *     await sse.ready;
+ *     console.log(await sse.run("add", [1, 2]));
+ *
+ * @module graphsse
+ */
+
+const JSON_TYPE = "application/json";
+const CLOSED = 2; // EventSource.CLOSED
+const DEFAULT_RETRY_MS = 5000;
+const MAX_RETRY_MS = 60000;
+// Statuses after which reconnecting cannot help: 204 is the server's "do not
+// reconnect"; the others refuse the request itself (auth, channels, path).
+const FINAL_STATUSES = [204, 400, 401, 403, 404, 410];
+
+let lastCallback = 0;
+
+/**
+ * A fresh id for one of our requests, unlike any route name.
+ * @returns {string}
+ */
+function newCallbackId() {
+  lastCallback += 1;
+  return `gsse.${lastCallback}.${Math.random().toString(36).slice(2, 10)}`;
+}
+
+/**
+ * The value an event's text stands for: JSON if it parses, else the text.
+ * @param {unknown} text
+ * @returns {any}
+ */
+function parse(text) {
+  if (typeof text !== "string") return text;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+/**
+ * The positional arguments `args` stands for: an array is spread, null or
+ * absent means none, any other value is one argument.
+ * @param {any} args
+ * @returns {any[]}
+ */
+function spread(args) {
+  if (args === null || args === undefined) return [];
+  return Array.isArray(args) ? args : [args];
+}
+
+/**
+ * @param {string} message
+ * @param {number} status
+ * @param {string} code
+ * @param {unknown} [cause]
+ * @returns {GraphSSEError}
+ */
+function failure(message, status, code, cause) {
+  const error = /** @type {GraphSSEError} */ (new Error(message, { cause }));
+  error.status = status;
+  error.code = code;
+  return error;
+}
+
+/**
+ * A promise with its settling functions; its rejection alone is no error.
+ * @template T
+ * @returns {{promise: Promise<T>, resolve: (value: T) => void, reject: (reason: unknown) => void}}
+ */
+function deferred() {
+  let resolve = /** @type {(value: T) => void} */ (() => {});
+  let reject = /** @type {(reason: unknown) => void} */ (() => {});
+  const promise = new Promise((yes, no) => {
+    resolve = yes;
+    reject = no;
+  });
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
+
+/**
+ * The Error for a refused request: the server's JSON error when it sent one.
+ * @param {Response} response
+ * @returns {Promise<GraphSSEError>}
+ */
+async function refusal(response) {
+  let body = null;
+  try {
+    body = JSON.parse(await response.text());
+  } catch {
+    // not our JSON: a proxy's page, or no body at all
+  }
+  const error = body && typeof body === "object" ? body.error : null;
+  const closed = response.status === 204;
+  const code = typeof error?.code === "string" ? error.code : closed ? "closed" : "http_error";
+  const message =
+    typeof error?.message === "string"
+      ? error.message
+      : closed
+        ? "the server closed the stream for good"
+        : `HTTP ${response.status}`;
+  return failure(message, response.status, code);
+}
+
+/**
+ * Milliseconds a Retry-After header asks for (seconds or an HTTP date).
+ * @param {string | null} value
+ * @returns {number | null}
+ */
+function retryAfterMs(value) {
+  if (!value) return null;
+  if (/^\s*\d+\s*$/.test(value)) return Number(value) * 1000;
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? null : Math.max(0, date - Date.now());
+}
+
+/**
+ * @typedef {Error & {status: number, code: string}} GraphSSEError
+ * An Error for a refused or failed POST: `status` is the HTTP status (0 when
+ * the network failed) and `code` the server's machine word (`no_route`,
+ * `forbidden`, ...).
+ */
+
+/**
+ * @typedef {object} Subscription One of our subscriptions to a server route.
+ * @property {any} args
+ * @property {number | null} id the number `subscribe` gave
+ * @property {number | null} sub the server's number now (new after a reconnection)
+ * @property {Promise<number>} promise
+ * @property {Set<(value: any) => void>} callbacks
+ */
+
+/**
+ * @typedef {(this: GraphSSE, ...args: any[]) => any} Route
+ * A browser route the server may run: its `args` are spread as PROTOCOL.md
+ * says; it may return a Promise.  An object of such functions is a route
+ * whose functions the server picks by `method`.
+ */
+
+/**
+ * @typedef {object} GraphSSEOptions
+ * @property {string} url The endpoint: GET opens the stream, POST calls.
+ * @property {string[]} [channels] Channels to join (`?channels=a,b`).
+ * @property {Record<string, Route | Record<string, Route>>} [routes]
+ *   Browser routes the server can call.
+ * @property {Record<string, (data: any, event: Event, sse: GraphSSE) => void>} [events]
+ *   Handlers of named events (a channel's events are named after it);
+ *   `data` is the parsed JSON, or the text.
+ * @property {(data: any, event: MessageEvent, sse: GraphSSE) => void} [onmessage]
+ *   Application data: every `message` event that is not a framework message,
+ *   and the events of a joined channel that `events` does not handle.
+ * @property {(event: Event, sse: GraphSSE) => void} [onopen] Each (re)connection.
+ * @property {(error: Event | GraphSSEError, sse: GraphSSE) => void} [onerror]
+ *   A stream error (an Event), or an Error of a POST nobody awaits (a reply
+ *   or update the server refused, a route that failed).
+ * @property {(reason: GraphSSEError | undefined, sse: GraphSSE) => void} [onclose]
+ *   The handle stopped for good: `terminate()` (no reason) or a refusal that
+ *   reconnecting cannot help.
+ * @property {(sessionId: string, sse: GraphSSE) => void} [onsession]
+ *   A session opened (again, after a reconnection the id is new).
+ * @property {(info: {lastEventId: string | null}, sse: GraphSSE) => void} [onreset]
+ *   The server could not replay everything since `lastEventId`: events were missed.
+ * @property {(args: any, sse: GraphSSE) => void} [onshutdown]
+ *   The server is shutting down; the client reconnects when it can.
+ * @property {boolean} [withCredentials] Send cookies cross-origin (stream and POSTs).
+ * @property {string} [lastEventId] Resume after this event id.
+ * @property {Record<string, string>} [headers] Extra headers for every POST.
+ * @property {number} [retryDelay=5000] Milliseconds to wait after a refusal
+ *   that names no Retry-After; doubled on each failure.
+ * @property {number} [maxRetryDelay=60000] Cap of that backoff.
+ * @property {typeof EventSource} [EventSource] An EventSource implementation
+ *   (default: the global one).
+ * @property {typeof fetch} [fetch] A fetch implementation (default: the global one).
+ */
+
+/**
+ * One connection to a txgraphsse endpoint: the stream, and calls both ways.
+ * Mirrors graphscript's `EventSourceInfo`.
+ */
+class GraphSSE {
+  /** @type {Promise<string>} Resolves with the first session id. */
+  ready;
+  /**
+   * @type {string | null} The session id: a new one after each reconnection.
+   * Calls made while the stream reconnects wait for the new session.
+   */
+  sessionId = null;
+  /** @type {string} The last event id seen; sent back on reconnection. */
+  lastEventId = "";
+  /** @type {EventSource | null} The current EventSource. */
+  source = null;
+  /** @type {boolean} Whether the handle has stopped for good. */
+  closed = false;
+  /** @type {Record<string, Route | Record<string, Route>>} Browser routes. */
+  routes;
+
+  /** @type {GraphSSEOptions} */
+  #options;
+  /**
+   * The next session, while none is open (calls wait for it).
+   * @type {{promise: Promise<string>, resolve: (id: string) => void, reject: (reason: unknown) => void} | null}
+   */
+  #next = deferred();
+  /** @type {Map<string, {resolve: (v: any) => void, reject: (e: any) => void}>} */
+  #pending = new Map();
+  /** @type {Map<string, Subscription>} ours to the server's routes */
+  #subscriptions = new Map();
+  /** @type {Map<string, Set<number>>} the server's subscriptions to our routes */
+  #served = new Map();
+  #lastSub = 0;
+  #attempts = 0;
+  /** @type {ReturnType<typeof setTimeout> | null} */
+  #timer = null;
+
+  /**
+   * Open the stream at once.
+   * @param {GraphSSEOptions} options
+   */
+  constructor(options) {
+    if (!options?.url) throw new TypeError("GraphSSE needs a url");
+    this.#options = options;
+    const base = globalThis.location?.href ?? "http://localhost/";
+    /** @type {string} The endpoint's absolute URL, where POSTs go. */
+    this.url = new URL(options.url, base).href;
+    /** @type {string} The endpoint's path, quoted in requests. */
+    this.path = new URL(this.url).pathname;
+    this.routes = { ...options.routes };
+    this.lastEventId = options.lastEventId ?? "";
+    this.ready = /** @type {Promise<string>} */ (this.#next?.promise);
+    this.#open();
+  }
+
+  /**
+   * Open a connection (same as `new GraphSSE(options)`).
+   * @param {GraphSSEOptions} options
+   * @returns {GraphSSE}
+   */
+  static openSSE(options) {
+    return new GraphSSE(options);
+  }
+
+  // Calls to the server
+
+  /**
+   * POST `message` as it is (plus `sessionId`).
+   * @param {any} message
+   * @returns {Promise<any>} the server's JSON answer, if any
+   */
+  send(message) {
+    return this.#post(message);
+  }
+
+  /**
+   * Run server route `route`, fire and forget.
+   * @param {string} route
+   * @param {any} [args]
+   * @param {string} [method]
+   * @returns {Promise<void>} settles when the server has answered
+   */
+  async post(route, args, method) {
+    await this.#post(envelope(route, args, method));
+  }
+
+  /**
+   * Run server route `route`.
+   * @param {string} route
+   * @param {any} [args]
+   * @param {string} [method]
+   * @returns {Promise<any>} its result
+   */
+  async run(route, args, method) {
+    return (await this.#post(envelope(route, args, method)))?.args;
+  }
+
+  /**
+   * Have the server run `message` (`{route, args}`) through `runRequest`;
+   * the result comes in the POST's answer and again on the stream, and the
+   * first one settles the call.
+   * @param {{route: string, args?: any, method?: string}} message
+   * @param {string} [method]
+   * @returns {Promise<any>}
+   */
+  async request(message, method) {
+    if (method) message = { ...message, method };
+    const sessionId = await this.#session();
+    const callbackId = newCallbackId();
+    return new Promise((resolve, reject) => {
+      this.#pending.set(callbackId, { resolve, reject });
+      const body = {
+        route: "runRequest",
+        args: [message, this.path, callbackId, sessionId],
+        sessionId,
+      };
+      this.#post(body).then(
+        (answer) => this.#pending.delete(callbackId) && resolve(answer?.args),
+        (error) => this.#pending.delete(callbackId) && reject(error),
+      );
+    });
+  }
+
+  /**
+   * Receive every output of server route `route`.  One server subscription
+   * per route: subscribing again adds `callback` to it and gives the same
+   * number.  It survives reconnections (the client subscribes again).
+   * @param {string} route
+   * @param {((value: any) => void) | string} [callback] a function, or the
+   *   name of a browser route to run with each value
+   * @param {any} [args]
+   * @returns {Promise<number>} the subscription number
+   */
+  subscribe(route, callback, args = null) {
+    let entry = this.#subscriptions.get(route);
+    if (!entry) {
+      /** @type {Subscription} */
+      const mine = { args, id: null, sub: null, callbacks: new Set(), promise: Promise.resolve(0) };
+      this.#subscriptions.set(route, mine);
+      mine.promise = this.#subscribeOnServer(route, mine).then(
+        (sub) => (mine.id = sub),
+        (error) => {
+          if (this.#subscriptions.get(route) === mine) this.#subscriptions.delete(route);
+          throw error;
+        },
+      );
+      entry = mine;
+    }
+    if (typeof callback === "string") {
+      const name = callback;
+      callback = (value) => this.call(name, [value]).catch((e) => this.#report(e));
+    }
+    if (callback) entry.callbacks.add(callback);
+    return entry.promise;
+  }
+
+  /**
+   * End a subscription (every callback of `route`).
+   * @param {string} route
+   * @param {number} [sub] the number `subscribe` gave (default: ours on `route`)
+   * @returns {Promise<boolean>} whether the server had it
+   */
+  async unsubscribe(route, sub) {
+    const entry = this.#subscriptions.get(route);
+    if (entry && (sub === undefined || sub === entry.id || sub === entry.sub)) {
+      this.#subscriptions.delete(route);
+      try {
+        await entry.promise;
+      } catch {
+        return false;
+      }
+      sub = /** @type {number} */ (entry.sub);
+    }
+    const answer = await this.#post({ route: "unsubscribe", args: [route, sub] });
+    return answer?.args === true;
+  }
+
+  /**
+   * Close the stream for good; nothing reconnects.
+   * @returns {boolean} whether it was open
+   */
+  terminate() {
+    return this.#stop(undefined);
+  }
+
+  // Browser routes
+
+  /**
+   * Add (or replace) a browser route the server can call.
+   * @param {string} name
+   * @param {Route | Record<string, Route>} route
+   * @returns {this}
+   */
+  addRoute(name, route) {
+    this.routes[name] = route;
+    return this;
+  }
+
+  /**
+   * Run browser route `name` here, as the server would; the server's
+   * subscribers to it get the result.
+   * @param {string} name
+   * @param {any} [args]
+   * @param {string} [method]
+   * @returns {Promise<any>}
+   */
+  async call(name, args, method) {
+    const route = Object.hasOwn(this.routes, name) ? this.routes[name] : undefined;
+    let fn = route;
+    let self = /** @type {any} */ (this);
+    if (route && typeof route === "object") {
+      fn = method && Object.hasOwn(route, method) ? route[method] : undefined;
+      self = route;
+    }
+    if (typeof fn !== "function") {
+      throw failure(`no route ${JSON.stringify(name)} here`, 404, "no_route");
+    }
+    const result = await fn.apply(self, spread(args));
+    this.emit(name, result);
+    return result;
+  }
+
+  /**
+   * Give the server's subscribers to browser route `name` a new output
+   * without running the route (undefined is no output).
+   * @param {string} name
+   * @param {any} value
+   */
+  emit(name, value) {
+    const sessionId = this.sessionId;
+    if (value === undefined || !this.#served.get(name)?.size || !sessionId) return;
+    this.#post({ args: value, callbackId: name, sessionId }).catch((error) => {
+      if (error.status === 404 || error.status === 409) this.#served.delete(name);
+      this.#report(error);
+    });
+  }
+
+  // The stream
+
+  #open() {
+    const options = this.#options;
+    const Source = options.EventSource ?? globalThis.EventSource;
+    const url = new URL(this.url);
+    url.hash = "";
+    if (this.lastEventId) url.searchParams.set("lastEventId", this.lastEventId);
+    let href = url.href;
+    if (options.channels?.length) {
+      const names = options.channels.map(encodeURIComponent).join(",");
+      href += `${url.search ? "&" : "?"}channels=${names}`;
+    }
+    const source = new Source(href, { withCredentials: !!options.withCredentials });
+    this.source = source;
+    /**
+     * @param {string} name
+     * @param {(event: any) => void} handler
+     */
+    const listen = (name, handler) =>
+      source.addEventListener(name, (event) => {
+        if (this.source !== source) return;
+        if (typeof event.lastEventId === "string") this.lastEventId = event.lastEventId;
+        handler(event);
+      });
+    source.onopen = (event) => this.source === source && options.onopen?.(event, this);
+    source.onerror = (event) => this.#streamError(event, source);
+    listen("message", (event) => this.#receive(event));
+    listen("reset", (event) => options.onreset?.(parse(event.data)?.args ?? {}, this));
+    listen("shutdown", (event) => options.onshutdown?.(parse(event.data)?.args, this));
+    const events = options.events ?? {};
+    for (const [name, handler] of Object.entries(events)) {
+      if (name !== "message") listen(name, (event) => handler(parse(event.data), event, this));
+    }
+    for (const name of options.channels ?? []) {
+      if (!Object.hasOwn(events, name) && name !== "message") {
+        listen(name, (event) => options.onmessage?.(parse(event.data), event, this));
+      }
+    }
+    return source;
+  }
+
+  /**
+   * @param {Event} event
+   * @param {EventSource} source
+   */
+  #streamError(event, source) {
+    if (this.source !== source) return;
+    // The session ended with its stream: calls wait for the next one.
+    if (!this.closed) this.#next ??= deferred();
+    this.#options.onerror?.(event, this);
+    // CONNECTING: the browser reconnects by itself (Last-Event-ID and all).
+    // CLOSED: it gave up on a refusal (non-200); we take over.
+    if (source.readyState === CLOSED && !this.closed) this.#reconnectLater();
+  }
+
+  /** Ask why the server refused, then wait (Retry-After, backoff) and reopen. */
+  async #reconnectLater() {
+    const options = this.#options;
+    const attempt = this.#attempts++;
+    let base = options.retryDelay ?? DEFAULT_RETRY_MS;
+    try {
+      const url = this.source?.url ?? this.url;
+      /** @type {RequestInit} */
+      const init = { cache: "no-store", credentials: this.#credentials() };
+      const head = await this.#fetch(url, { ...init, method: "HEAD" });
+      if (FINAL_STATUSES.includes(head.status)) {
+        // A HEAD answer has no body: ask again with GET for the server's reason.
+        const controller = new AbortController();
+        const get = head.status === 204 ? head : await this.#fetch(url, { ...init, signal: controller.signal });
+        if (FINAL_STATUSES.includes(get.status)) {
+          this.#stop(await refusal(get));
+          return;
+        }
+        controller.abort(); // it would serve us now after all
+      } else {
+        base = retryAfterMs(head.headers.get("retry-after")) ?? base;
+      }
+    } catch {
+      // unreachable: back off all the same
+    }
+    if (this.closed) return;
+    const cap = options.maxRetryDelay ?? MAX_RETRY_MS;
+    const backoff = Math.min(cap, base * 2 ** attempt * (1 + Math.random() / 5));
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      if (!this.closed) this.#open();
+    }, Math.max(base, backoff));
+  }
+
+  /**
+   * @param {GraphSSEError | undefined} reason
+   * @returns {boolean}
+   */
+  #stop(reason) {
+    if (this.closed) return false;
+    this.closed = true;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    this.source?.close();
+    this.#next?.reject(reason ?? failure("the connection was terminated", 0, "terminated"));
+    this.#next = null;
+    this.#options.onclose?.(reason, this);
+    return true;
+  }
+
+  /** @param {MessageEvent} event */
+  #receive(event) {
+    const data = parse(event.data);
+    if (data && typeof data === "object" && !Array.isArray(data)) {
+      const route = data.route;
+      if (route === "setId" && typeof data.args === "string") return this.#setId(data.args);
+      if (route === "runRequest") return void this.#answer(data.args);
+      if (typeof route === "string" && Object.hasOwn(this.routes, route)) {
+        this.call(route, data.args, data.method).catch((error) => this.#report(error));
+        return;
+      }
+      if (route === undefined && "callbackId" in data) return this.#settle(data.callbackId, data.args);
+    }
+    (this.#options.onmessage ?? this.#options.events?.message)?.(data, event, this);
+  }
+
+  /** @param {string} sessionId */
+  #setId(sessionId) {
+    const again = this.sessionId !== null && this.sessionId !== sessionId;
+    this.sessionId = sessionId;
+    this.#attempts = 0;
+    this.#served.clear(); // the server's subscriptions ended with the old session
+    this.#next?.resolve(sessionId);
+    this.#next = null;
+    if (again) {
+      for (const [route, entry] of this.#subscriptions) {
+        this.#subscribeOnServer(route, entry).catch((error) => {
+          this.#subscriptions.delete(route);
+          this.#report(error);
+        });
+      }
+    }
+    this.#options.onsession?.(sessionId, this);
+  }
+
+  /**
+   * A reply to our request, or an update of our subscription.
+   * @param {unknown} callbackId
+   * @param {any} args
+   */
+  #settle(callbackId, args) {
+    const key = String(callbackId);
+    const pending = this.#pending.get(key);
+    if (pending) {
+      this.#pending.delete(key);
+      pending.resolve(args);
+      return;
+    }
+    // Anything else is the duplicate of a call already settled: dropped.
+    for (const callback of this.#subscriptions.get(key)?.callbacks ?? []) {
+      try {
+        callback(args);
+      } catch (error) {
+        this.#report(/** @type {any} */ (error));
+      }
+    }
+  }
+
+  /**
+   * Run the server's request `[message, path, callbackId, sessionId]` and
+   * POST the result back.  A failure is posted as `args: null` with `error`.
+   * @param {any} request
+   */
+  async #answer(request) {
+    if (!Array.isArray(request)) return;
+    const [message, , callbackId, sessionId] = request;
+    /** @type {{args: any, callbackId: any, sessionId: any, error?: {code: string, message: string}}} */
+    const reply = { args: null, callbackId, sessionId: sessionId ?? this.sessionId };
+    try {
+      const { route, args, method } = message ?? {};
+      let result;
+      if (route === "subscribeSSE") result = this.#serve(args);
+      else if (route === "unsubscribe") result = this.#unserve(args);
+      else result = await this.call(route, args, method);
+      reply.args = result ?? null;
+    } catch (error) {
+      const { code = "route_failed", message: text = String(error) } = /** @type {any} */ (error) ?? {};
+      reply.error = { code, message: text };
+    }
+    this.#post(reply).catch((error) => this.#report(error));
+  }
+
+  /**
+   * The server subscribes to browser route `args[0]`.
+   * @param {any} args `[route, path, args, key, subInput, sessionId]`
+   * @returns {number}
+   */
+  #serve(args) {
+    const route = Array.isArray(args) ? args[0] : undefined;
+    if (typeof route !== "string" || !Object.hasOwn(this.routes, route)) {
+      throw failure(`no route ${JSON.stringify(route)} here`, 404, "no_route");
+    }
+    const sub = ++this.#lastSub;
+    if (!this.#served.has(route)) this.#served.set(route, new Set());
+    this.#served.get(route)?.add(sub);
+    return sub;
+  }
+
+  /**
+   * @param {any} args `[route, sub]`
+   * @returns {boolean}
+   */
+  #unserve(args) {
+    const [route, sub] = Array.isArray(args) ? args : [];
+    const subs = this.#served.get(route);
+    const had = subs?.delete(sub) ?? false;
+    if (subs && !subs.size) this.#served.delete(route);
+    return had;
+  }
+
+  // POSTs
+
+  /**
+   * @param {string} route
+   * @param {{args: any, sub: number | null}} entry
+   * @returns {Promise<number>}
+   */
+  async #subscribeOnServer(route, entry) {
+    const sessionId = await this.#session();
+    const answer = await this.#post({
+      route: "subscribeSSE",
+      args: [route, this.path, entry.args ?? null, null, null, sessionId],
+      sessionId,
+    });
+    entry.sub = answer?.args;
+    return /** @type {number} */ (entry.sub);
+  }
+
+  /** @returns {Promise<string>} the open session's id, once there is one */
+  async #session() {
+    return this.#next?.promise ?? /** @type {string} */ (this.sessionId);
+  }
+
+  /**
+   * POST one JSON message; resolve with the parsed answer (undefined if none).
+   * @param {any} body
+   * @returns {Promise<any>}
+   */
+  async #post(body) {
+    const named = body && typeof body === "object" && !Array.isArray(body);
+    let sessionId = named ? body.sessionId : undefined;
+    if (typeof sessionId !== "string") {
+      sessionId = await this.#session();
+      if (named) body = { ...body, sessionId };
+    }
+    let response;
+    try {
+      response = await this.#fetch(this.url, {
+        method: "POST",
+        headers: {
+          ...this.#options.headers,
+          "Content-Type": JSON_TYPE,
+          "X-GraphSSE-Session": sessionId,
+        },
+        body: JSON.stringify(body),
+        cache: "no-store",
+        credentials: this.#credentials(),
+      });
+    } catch (cause) {
+      throw failure(`POST ${this.url} failed: ${/** @type {any} */ (cause)?.message ?? cause}`, 0, "network_error", cause);
+    }
+    if (!response.ok) throw await refusal(response);
+    const text = await response.text();
+    if (!text) return undefined;
+    try {
+      return JSON.parse(text);
+    } catch (cause) {
+      throw failure("the answer is not JSON", response.status, "bad_json", cause);
+    }
+  }
+
+  /**
+   * @param {string} url
+   * @param {RequestInit} init
+   * @returns {Promise<Response>}
+   */
+  #fetch(url, init) {
+    const fetcher = this.#options.fetch ?? globalThis.fetch;
+    return fetcher(url, init);
+  }
+
+  /** @returns {RequestCredentials} */
+  #credentials() {
+    return this.#options.withCredentials ? "include" : "same-origin";
+  }
+
+  /** @param {any} error */
+  #report(error) {
+    this.#options.onerror?.(error, this);
+  }
+}
+
+/**
+ * `{route, args, method?}`
+ * @param {string} route
+ * @param {any} args
+ * @param {string | undefined} method
+ */
+function envelope(route, args, method) {
+  /** @type {{route: string, args: any, method?: string}} */
+  const message = { route, args: args ?? null };
+  if (method) message.method = method;
+  return message;
+}
+
+/**
+ * Open a connection to a txgraphsse endpoint (graphscript's `openSSE`).
+ * @param {GraphSSEOptions} options
+ * @returns {GraphSSE}
+ */
+function openSSE(options) {
+  return new GraphSSE(options);
+}
+
+return GraphSSE;
+})();
