@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 from klein import Klein
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import (
     IListeningPort,
     IReactorCore,
@@ -110,14 +110,16 @@ class TickApp:
         loop.clock = clock
         loop.start(interval, now=False)
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
         """
         Stop ticking; send every stream a last C{shutdown} event and close it.
+
+        @return: fires once the streams' connections are gone.
         """
         loop, self._loop = self._loop, None
         if loop is not None and loop.running:
             loop.stop()
-        self.endpoint.shutdown()
+        return self.endpoint.shutdown()
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -179,8 +181,7 @@ class Server:
         if self._trigger is not None:
             self._reactor.removeSystemEventTrigger(self._trigger)
             self._trigger = None
-        self.app.stop()
-        done = maybeDeferred(self.port.stopListening)
+        done = gatherResults([self.app.stop(), maybeDeferred(self.port.stopListening)])
         done.addBoth(lambda _: self.stopped.callback(None))
         return self.stopped
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from itertools import count
 from typing import cast
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import (
     IListeningPort,
     IReactorCore,
@@ -151,8 +151,9 @@ class Server:
             self._trigger = None
         if self.ticks.running:
             self.ticks.stop()
-        self.endpoint.shutdown()
-        done = maybeDeferred(self.port.stopListening)
+        done = gatherResults(
+            [self.endpoint.shutdown(), maybeDeferred(self.port.stopListening)]
+        )
         done.addBoth(lambda _: self.stopped.callback(None))
         return self.stopped
 

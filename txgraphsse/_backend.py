@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 
 from ._auth import CallableAuthorizer, IAuthorizer
@@ -188,12 +188,11 @@ class SSEBackend:
         Send every stream a last C{shutdown} event, close it, and fail every
         pending call.
         """
-        for endpoint in list(self.endpoints.values()):
-            endpoint.shutdown()
+        drained = [endpoint.shutdown() for endpoint in list(self.endpoints.values())]
         stop = getattr(self.broker, "stop", None)
         if stop is not None:
-            return maybeDeferred(stop).addCallback(lambda _: None)
-        return succeed(None)
+            drained.append(maybeDeferred(stop))
+        return gatherResults(drained).addCallback(lambda _: None)
 
 
 class SSEService(Service):

@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 from zope.interface import implementer
 
@@ -603,20 +604,33 @@ class SSEEndpoint:
                 self._log.failure("on_close of {path} failed", path=self.path)
         return True
 
-    def shutdown(self, final: Any = None) -> None:
+    def shutdown(self, final: Any = None, drain: float = 3.0) -> Deferred[None]:
         """
         Close every stream after a last C{shutdown} event, for a process that
-        is stopping.
+        is stopping, and drop its connection once its bytes are written.
+
+        @param drain: seconds to wait for slow clients to take their last
+            bytes before the connections are cut.
+        @return: a L{Deferred} that fires when every connection is gone or
+            C{drain} has passed.
         """
         payload = encode_event(
             messages.dumps({"route": "shutdown", "args": final}), "shutdown"
         )
         self.stopping = True
         self._outbox.flush()
+        transports = []
         for session in list(self.sessions.values()):
             session.close_reason = "server shutting down"
+            channel = session.http_request.channel
             session.close(payload)
+            transport = getattr(channel, "transport", None)
+            if isinstance(channel, HTTPChannel) and transport is not None:
+                # loseConnection writes what is buffered, then closes.
+                transport.loseConnection()
+                transports.append(transport)
         self.terminate()
+        return _drained(self.clock, transports, drain)
 
     def stream_iterable(
         self,
@@ -835,3 +849,27 @@ class SSEEndpoint:
                 "buckets": latency.cumulative(),
             },
         }
+
+
+def _drained(
+    clock: IReactorTime, transports: list[Any], limit: float
+) -> Deferred[None]:
+    """
+    Fire when none of C{transports} is connected, or after C{limit} seconds.
+    """
+    done: Deferred[None] = Deferred()
+    deadline = clock.seconds() + limit
+
+    def check() -> None:
+        transports[:] = [t for t in transports if getattr(t, "connected", False)]
+        if not transports or clock.seconds() >= deadline:
+            for transport in transports:
+                abort = getattr(transport, "abortConnection", None)
+                if abort is not None:
+                    abort()
+            done.callback(None)
+            return
+        clock.callLater(0.02, check)
+
+    check()
+    return done
