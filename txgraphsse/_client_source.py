@@ -1,0 +1,657 @@
+# -*- test-case-name: tests.test_client -*-
+"""
+L{EventSource}: a C{text/event-stream} reader for Twisted that behaves like
+the browser's, and reconnects more carefully than one.
+
+It owns one stream's life: the C{GET}, the incremental parse, dispatch by
+event name, the idle watchdog, and when and whether to reconnect
+(C{retry:}, exponential backoff with jitter, C{Retry-After}, C{204}).  It
+knows the shared parser and HTTP; nothing of graphscript messages, nothing of
+the server.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from enum import IntEnum
+from typing import Any, cast
+
+from attrs import Factory, define
+from hyperlink import EncodedURL
+from treq.client import HTTPClient
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import RedirectAgent
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IPolicyForHTTPS, IResponse
+
+from ._client_http import BodyReader, Connections, RemoteError, remote_error
+from ._client_http import retry_after as parse_retry_after
+from ._parser import EventStreamParser, ServerSentEvent
+
+__all__ = ["ClientClosed", "EventSource", "IdleTimeout", "ReadyState"]
+
+#: Bytes of a refusal's body that are read for its error message.
+_REFUSAL_LIMIT = 64 * 1024
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+EventHandler = Callable[[ServerSentEvent], object]
+
+
+def default_reactor() -> IReactorTime:
+    """
+    The global reactor, imported only when nobody passed one.
+    """
+    from twisted.internet import reactor
+
+    return cast(IReactorTime, reactor)
+
+
+class ReadyState(IntEnum):
+    """
+    The states of an L{EventSource}, numbered as the browser's.
+    """
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSED = 2
+
+
+class ClientClosed(Exception):
+    """
+    The client was closed (or terminated) before this could happen.
+    """
+
+
+class IdleTimeout(Exception):
+    """
+    No byte arrived, not even a keep-alive comment, for the idle timeout: the
+    stream is taken for dead and dropped.
+    """
+
+
+@define(eq=False)
+class _Attempt:
+    """
+    One connection attempt, from the C{GET} to the end of its body.
+
+    @ivar parser: this stream's parser.
+    @ivar pending: the request or the refusal's body read, while waited on.
+    @ivar transport: the open stream's, to drop it.
+    @ivar delivered: whether a body protocol got the response (then L{lost}
+        fires from its C{connectionLost}).
+    @ivar lost: fires when this attempt holds no connection any more.
+    """
+
+    parser: EventStreamParser = Factory(EventStreamParser)
+    pending: Deferred[Any] | None = None
+    transport: IPushProducer | None = None
+    delivered: bool = False
+    first: bool = True
+    lost: Deferred[None] = Factory(Deferred)
+
+    def gone(self) -> None:
+        if not self.lost.called:
+            self.lost.callback(None)
+
+
+class _StreamProtocol(Protocol):
+    def __init__(self, source: EventSource, attempt: _Attempt) -> None:
+        self._source = source
+        self._attempt = attempt
+
+    def connectionMade(self) -> None:
+        self._attempt.transport = cast(IPushProducer, self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._source._received(self._attempt, data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._attempt.transport = None
+        try:
+            self._source._ended(self._attempt, reason)
+        finally:
+            self._attempt.gone()
+
+
+def _media_type(headers: Headers) -> bytes:
+    values = headers.getRawHeaders(b"content-type") or [b""]
+    return values[-1].split(b";")[0].strip().lower()
+
+
+class EventSource:
+    """
+    Reads a C{text/event-stream} at C{url} and reconnects as the browser's
+    C{EventSource} does, with the care a long-lived Python process needs.
+
+    It sends C{GET} with C{Accept: text/event-stream} and without asking for
+    compression, reads the body as it arrives and hands each event to the
+    handlers of its name.  When the stream ends or fails it waits, then
+    reconnects with C{Last-Event-ID}: the server's C{retry:} (2 s unless
+    told), doubled after each further failure (until a stream sends
+    something again), with jitter, capped at C{max_backoff}.  A C{503} is
+    retried after its C{Retry-After}; a C{204}, any other status, or a body
+    that is not C{text/event-stream} stops it for good, as in a browser.  If
+    no byte (not even a keep-alive comment) arrives for C{idle_timeout}
+    seconds, it drops the connection and reconnects.
+
+    @ivar url: the stream's URL.
+    @ivar ready_state: L{ReadyState.CONNECTING}, C{OPEN} or C{CLOSED}.
+    @ivar last_event_id: the last event id seen (sent back on reconnection).
+    @ivar retry: milliseconds to wait before reconnecting, as the stream last
+        said with C{retry:}.
+    @ivar close_reason: why it stopped for good: L{None} after L{close}, a
+        L{Failure} of L{RemoteError} after a refusal.
+    @ivar on_open: called with no argument each time a stream opens.
+    @ivar on_error: called with a L{Failure} each time a stream ends or a
+        connection attempt fails (L{IdleTimeout}, L{RemoteError} for a
+        C{503}, C{ResponseDone} for a stream the server ended, a network
+        error), before it reconnects.
+    @ivar on_close: called with L{close_reason} once it stopped for good.
+    """
+
+    CONNECTING = ReadyState.CONNECTING
+    OPEN = ReadyState.OPEN
+    CLOSED = ReadyState.CLOSED
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        url: str,
+        reactor: IReactorTime | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        last_event_id: str | None = None,
+        http_client: HTTPClient | None = None,
+        agent: IAgent | None = None,
+        tls_policy: IPolicyForHTTPS | None = None,
+        idle_timeout: float | None = 45.0,
+        max_backoff: float = 30.0,
+        jitter: float = 0.25,
+        retry: int = 2000,
+        start: bool = True,
+    ) -> None:
+        """
+        @param url: an C{http} or C{https} URL.
+        @param reactor: the reactor (L{IReactorTime}, and what an L{Agent}
+            needs to connect); the global one by default.
+        @param headers: extra request headers, such as C{Authorization}.
+        @param last_event_id: resume after this event id.
+        @param http_client: a treq client to open the stream with (it asks
+            for C{gzip}, which it decodes as the bytes arrive).
+        @param agent: or an L{IAgent}, used as it is.  With neither, the
+            source makes its own connections (no C{gzip}, redirects
+            followed) and L{close} waits until they are all closed.
+        @param tls_policy: TLS settings of its own connections.
+        @param idle_timeout: seconds without a byte before the stream is
+            taken for dead (L{None} or 0: never); keep it above the server's
+            keep-alive interval (15 s by default).
+        @param max_backoff: the longest wait between two attempts, in
+            seconds (C{Retry-After} excepted).
+        @param jitter: each wait is stretched by up to this fraction, at
+            random, so that clients dropped together do not return together.
+        @param retry: milliseconds to wait before reconnecting until the
+            stream says otherwise.
+        @param start: connect now; else call L{start}.
+        """
+        link = EncodedURL.from_text(url)
+        if link.scheme not in ("http", "https") or not link.host:
+            raise ValueError(f"not an http or https URL: {url!r}")
+        if last_event_id is not None and _bad_id(last_event_id):
+            raise ValueError("a last event id cannot hold CR, LF or NUL")
+        self.url = url
+        self._uri = link.to_uri().to_text().encode("ascii")
+        self._reactor = reactor if reactor is not None else default_reactor()
+        self._headers = dict(headers or {})
+        self._http_client = http_client
+        self._own: Connections | None = None
+        if agent is None and http_client is None:
+            self._own = Connections(self._reactor, tls_policy)
+            agent = RedirectAgent(self._own.agent)
+        self._agent = agent
+        self.idle_timeout = idle_timeout
+        self.max_backoff = max_backoff
+        self.jitter = jitter
+        self.retry = retry
+        self.last_event_id = last_event_id or ""
+        self.ready_state = ReadyState.CONNECTING
+        self.close_reason: Failure | None = None
+        self.on_open: Callable[[], object] | None = None
+        self.on_error: Callable[[Failure], object] | None = None
+        self.on_close: Callable[[Failure | None], object] | None = None
+        self._handlers: dict[str, list[EventHandler]] = {}
+        self._attempt: _Attempt | None = None
+        self._timer: IDelayedCall | None = None
+        self._watchdog: IDelayedCall | None = None
+        self._failures = 0
+        self._started = False
+        self._open_waiters: list[Deferred[None]] = []
+        self._random: Callable[[], float] = random.random
+        if start:
+            self.start()
+
+    def __repr__(self) -> str:
+        return f"<EventSource {self.url!r} {self.ready_state.name}>"
+
+    # Handlers
+
+    def add_handler(self, event_type: str, handler: EventHandler) -> None:
+        """
+        Call C{handler} with every L{ServerSentEvent} named C{event_type}
+        (C{"message"} for events that name none).
+        """
+        self._handlers.setdefault(event_type, []).append(handler)
+
+    def remove_handler(self, event_type: str, handler: EventHandler) -> bool:
+        """
+        Stop calling C{handler} for C{event_type}.
+
+        @return: whether it was there.
+        """
+        handlers = self._handlers.get(event_type, [])
+        if handler not in handlers:
+            return False
+        handlers.remove(handler)
+        if not handlers:
+            del self._handlers[event_type]
+        return True
+
+    def when_open(self) -> Deferred[None]:
+        """
+        @return: a L{Deferred} that fires when a stream is open (at once if
+            one is), or fails with L{ClientClosed} or the refusal's
+            L{RemoteError} if the source stops for good first.
+        """
+        if self.ready_state is ReadyState.OPEN:
+            return succeed(None)
+        if self.ready_state is ReadyState.CLOSED:
+            return fail(self._final_failure())
+
+        def cancel(deferred: Deferred[None]) -> None:
+            if deferred in self._open_waiters:
+                self._open_waiters.remove(deferred)
+
+        waiter: Deferred[None] = Deferred(cancel)
+        self._open_waiters.append(waiter)
+        return waiter
+
+    @property
+    def ready(self) -> Deferred[None]:
+        """
+        L{when_open}: a new L{Deferred} each time it is read.
+        """
+        return self.when_open()
+
+    # Life
+
+    def start(self) -> None:
+        """
+        Connect, if not already connecting or connected.
+
+        @raise ClientClosed: it was closed.
+        """
+        if self.ready_state is ReadyState.CLOSED:
+            raise ClientClosed("this EventSource is closed")
+        if not self._started:
+            self._started = True
+            self._connect()
+
+    def close(self) -> Deferred[None]:
+        """
+        Stop for good: no more events, no reconnection.  Idempotent.
+
+        @return: a L{Deferred} that fires once the stream's connection is
+            gone (and, when the source made its own, every one of them), so
+            that no timer and no socket is left behind.
+        """
+        attempt = self._attempt
+        self._stop(None)
+        waits: list[Deferred[None]] = []
+        if attempt is not None:
+            waits.append(_observe(attempt.lost))
+        if self._own is not None:
+            waits.append(self._own.close())
+        if not waits:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+        remaining = [len(waits)]
+
+        def one(_: object) -> None:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                done.callback(None)
+
+        for wait in waits:
+            wait.addBoth(one)
+        return done
+
+    def _stop(self, reason: Failure | None) -> None:
+        if self.ready_state is ReadyState.CLOSED:
+            return
+        self.ready_state = ReadyState.CLOSED
+        self.close_reason = reason
+        self._cancel_timer()
+        self._stop_watchdog()
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:
+            self._drop(attempt)
+        waiters, self._open_waiters = self._open_waiters, []
+        for waiter in waiters:
+            waiter.errback(self._final_failure())
+        if reason is not None:
+            self._log.warn(
+                "Stream {url} stopped for good: {why}",
+                url=self.url,
+                why=reason.getErrorMessage(),
+            )
+        if self.on_close is not None:
+            try:
+                self.on_close(reason)
+            except Exception:
+                self._log.failure("on_close of {url} failed", url=self.url)
+
+    def _final_failure(self) -> Failure:
+        if self.close_reason is not None:
+            return self.close_reason
+        return Failure(ClientClosed(f"the EventSource for {self.url} was closed"))
+
+    # One attempt
+
+    def _request_headers(self) -> Headers:
+        headers = Headers()
+        for name, value in self._headers.items():
+            headers.addRawHeader(name, value)
+        headers.setRawHeaders(b"accept", [b"text/event-stream"])
+        headers.setRawHeaders(b"cache-control", [b"no-cache"])
+        if self._http_client is None:
+            headers.setRawHeaders(b"accept-encoding", [b"identity"])
+        if self.last_event_id:
+            headers.setRawHeaders(
+                b"last-event-id", [self.last_event_id.encode("utf-8")]
+            )
+        return headers
+
+    def _connect(self) -> None:
+        self._timer = None
+        attempt = _Attempt()
+        if self.last_event_id:
+            # The new stream starts from the id we hold, as if it had said so
+            # itself; an event without an id keeps it.
+            attempt.parser.feed(b"id: " + self.last_event_id.encode("utf-8") + b"\n")
+        self._attempt = attempt
+        self.ready_state = ReadyState.CONNECTING
+        self._arm_watchdog()
+        headers = self._request_headers()
+        try:
+            if self._agent is not None:
+                requested = self._agent.request(b"GET", self._uri, headers, None)
+            else:
+                assert self._http_client is not None
+                requested = cast(
+                    "Deferred[IResponse]",
+                    self._http_client.request(
+                        "GET",
+                        self.url,
+                        headers=headers,
+                        unbuffered=True,
+                        reactor=cast(Any, self._reactor),
+                    ),
+                )
+        except Exception:
+            requested = fail()
+        if not requested.called:
+            attempt.pending = requested
+        requested.addCallbacks(
+            self._responded,
+            self._request_failed,
+            callbackArgs=(attempt,),
+            errbackArgs=(attempt,),
+        )
+
+    def _responded(self, response: IResponse, attempt: _Attempt) -> None:
+        attempt.pending = None
+        if attempt is not self._attempt:
+            attempt.delivered = True
+            response.deliverBody(_Discard(attempt))
+            return
+        code = response.code
+        if code == 200 and _media_type(response.headers) == b"text/event-stream":
+            # Open first: deliverBody hands over what already arrived at once.
+            self._opened()
+            attempt.delivered = True
+            if attempt is self._attempt:
+                response.deliverBody(_StreamProtocol(self, attempt))
+            else:
+                response.deliverBody(_Discard(attempt))
+            return
+        attempt.delivered = True
+        reader = BodyReader(_REFUSAL_LIMIT, truncate=True)
+        reader.lost.addBoth(lambda _: attempt.gone())
+        response.deliverBody(reader)
+        if not reader.done.called:
+            attempt.pending = reader.done
+        reader.done.addCallbacks(
+            self._refused,
+            self._request_failed,
+            callbackArgs=(response, attempt),
+            errbackArgs=(attempt,),
+        )
+
+    def _refused(self, body: bytes, response: IResponse, attempt: _Attempt) -> None:
+        attempt.pending = None
+        if attempt is not self._attempt:
+            return
+        code = response.code
+        if code == 200:
+            error = RemoteError(
+                200,
+                "bad_content_type",
+                "the answer is not text/event-stream: "
+                + _media_type(response.headers).decode("latin-1"),
+            )
+        else:
+            error = remote_error(code, body)
+        if code == 503:
+            delay = parse_retry_after(response.headers, self._reactor.seconds())
+            self._attempt = None
+            self._report(Failure(error))
+            self._schedule(delay)
+            return
+        self._stop(Failure(error))
+
+    def _request_failed(self, reason: Failure, attempt: _Attempt) -> None:
+        attempt.pending = None
+        if not attempt.delivered:
+            attempt.gone()
+        if attempt is not self._attempt:
+            return
+        self._attempt = None
+        self._report(reason)
+        self._schedule()
+
+    def _opened(self) -> None:
+        self.ready_state = ReadyState.OPEN
+        self._pet_watchdog()
+        self._log.debug("Stream {url} open", url=self.url)
+        if self.on_open is not None:
+            try:
+                self.on_open()
+            except Exception:
+                self._log.failure("on_open of {url} failed", url=self.url)
+        waiters, self._open_waiters = self._open_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _received(self, attempt: _Attempt, data: bytes) -> None:
+        if attempt is not self._attempt:
+            return
+        self._pet_watchdog()
+        if attempt.first:
+            # Bytes came: the server is serving.  (A stream that opens and
+            # ends without one still counts as a failure, so a broken proxy
+            # is not hammered.)
+            attempt.first = False
+            self._failures = 0
+            if data.startswith(_UTF8_BOM):
+                data = data[len(_UTF8_BOM) :]
+        parser = attempt.parser
+        committed = parser.last_event_id
+        events = parser.feed(data)
+        if parser.retry is not None:
+            self.retry = parser.retry
+        for event in events:
+            if attempt is not self._attempt:
+                return
+            self.last_event_id = event.last_event_id
+            self._dispatch(event)
+        if attempt is self._attempt and parser.last_event_id != committed:
+            self.last_event_id = parser.last_event_id
+
+    def _dispatch(self, event: ServerSentEvent) -> None:
+        for handler in list(self._handlers.get(event.type, ())):
+            try:
+                handler(event)
+            except Exception:
+                self._log.failure(
+                    "Handler {handler} of {event} events failed",
+                    handler=handler,
+                    event=event.type,
+                )
+
+    def _ended(self, attempt: _Attempt, reason: Failure) -> None:
+        if attempt is not self._attempt:
+            return
+        self._attempt = None
+        self._log.info(
+            "Stream {url} ended: {why}", url=self.url, why=reason.getErrorMessage()
+        )
+        self._report(reason)
+        self._schedule()
+
+    def _drop(self, attempt: _Attempt) -> None:
+        """
+        Let go of C{attempt}: cancel what it waits for, or end its stream.
+        """
+        if attempt.pending is not None:
+            pending, attempt.pending = attempt.pending, None
+            pending.cancel()
+        transport = attempt.transport
+        if transport is not None:
+            transport.stopProducing()
+        if not attempt.delivered:
+            attempt.gone()
+
+    def _report(self, reason: Failure) -> None:
+        if self.ready_state is not ReadyState.CLOSED:
+            self.ready_state = ReadyState.CONNECTING
+        if self.on_error is not None:
+            try:
+                self.on_error(reason)
+            except Exception:
+                self._log.failure("on_error of {url} failed", url=self.url)
+
+    # Waiting
+
+    def backoff(self) -> float:
+        """
+        Seconds the next reconnection waits, unless the server said
+        C{Retry-After}: the stream's C{retry}, doubled for each failure since
+        a stream last sent something, stretched by up to C{jitter}, at most
+        C{max_backoff}.
+        """
+        base = (self.retry / 1000.0) * 2.0 ** min(self._failures, 32)
+        return min(self.max_backoff, base * (1.0 + self.jitter * self._random()))
+
+    def _schedule(self, retry_after: float | None = None) -> None:
+        if self.ready_state is ReadyState.CLOSED or self._attempt is not None:
+            return
+        self._stop_watchdog()
+        if retry_after is not None:
+            delay = retry_after * (1.0 + self.jitter * self._random())
+        else:
+            delay = self.backoff()
+        self._failures += 1
+        self._log.info(
+            "Reconnecting to {url} in {delay:.3f} s", url=self.url, delay=delay
+        )
+        self._cancel_timer()
+        self._timer = self._reactor.callLater(delay, self._connect)
+
+    def _cancel_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    # The idle watchdog
+
+    def _arm_watchdog(self) -> None:
+        if not self.idle_timeout:
+            return
+        if self._watchdog is not None and self._watchdog.active():
+            self._watchdog.reset(self.idle_timeout)
+        else:
+            self._watchdog = self._reactor.callLater(self.idle_timeout, self._idle)
+
+    _pet_watchdog = _arm_watchdog
+
+    def _stop_watchdog(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog.active():
+            watchdog.cancel()
+
+    def _idle(self) -> None:
+        self._watchdog = None
+        attempt, self._attempt = self._attempt, None
+        if attempt is None:
+            return
+        self._log.warn(
+            "Nothing from {url} for {timeout} s: reconnecting",
+            url=self.url,
+            timeout=self.idle_timeout,
+        )
+        self._drop(attempt)
+        self._report(
+            Failure(IdleTimeout(f"no byte for {self.idle_timeout} s from {self.url}"))
+        )
+        self._schedule()
+
+
+class _Discard(Protocol):
+    """
+    Drops the body of a response nobody wants any more.
+    """
+
+    def __init__(self, attempt: _Attempt) -> None:
+        self._attempt = attempt
+
+    def connectionMade(self) -> None:
+        cast(IPushProducer, self.transport).stopProducing()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._attempt.gone()
+
+
+def _observe(deferred: Deferred[None]) -> Deferred[None]:
+    """
+    A new L{Deferred} that fires when C{deferred} does, leaving its result
+    alone.
+    """
+    observer: Deferred[None] = Deferred()
+
+    def fire(result: object) -> object:
+        if not observer.called:
+            observer.callback(None)
+        return result
+
+    deferred.addBoth(fire)
+    return observer
+
+
+def _bad_id(value: str) -> bool:
+    return "\r" in value or "\n" in value or "\0" in value

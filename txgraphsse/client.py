@@ -1,0 +1,52 @@
+# -*- test-case-name: tests.test_client -*-
+"""
+The Python client of txgraphsse: L{EventSource}, a browser-like
+C{text/event-stream} reader, and L{GraphSSEClient}, the graphscript client
+side (its C{EventSourceInfo}) with calls both ways.
+
+This module is the client's public face; the work is done in
+C{_client_source} (the stream), C{_client_graph} (the envelopes and calls)
+and C{_client_http} (connections and bodies).  The client shares only the
+parser and the envelopes with the server and never imports the server's
+modules, so it can be used against any txgraphsse (or graphscript) server.
+
+    from txgraphsse.client import GraphSSEClient
+
+    client = GraphSSEClient()
+
+    @client.route()
+    def add(a, b):
+        return a + b
+
+    connection = await client.connect("http://127.0.0.1:8080/sse")
+    assert await connection.run("ping") == "pong"
+    await client.terminate()
+"""
+
+from __future__ import annotations
+
+from ._client_graph import Connection, GraphSSEClient, Handler, UnknownRoute
+from ._client_http import RemoteError, ResponseTooLarge
+from ._client_source import (
+    ClientClosed,
+    EventHandler,
+    EventSource,
+    IdleTimeout,
+    ReadyState,
+)
+from ._parser import ServerSentEvent
+
+__all__ = [
+    "ClientClosed",
+    "Connection",
+    "EventHandler",
+    "EventSource",
+    "GraphSSEClient",
+    "Handler",
+    "IdleTimeout",
+    "ReadyState",
+    "RemoteError",
+    "ResponseTooLarge",
+    "ServerSentEvent",
+    "UnknownRoute",
+]
