@@ -278,7 +278,9 @@ def _reply(
         )
         if endpoint.calls.refuse(callback_id, session.id, failed):
             return succeed(Answer(204, has_body=False))
-    elif endpoint.calls.settle(callback_id, session.id, args):
+        # An error is never a subscription's update.
+        raise not_pending
+    if endpoint.calls.settle(callback_id, session.id, args):
         return succeed(Answer(204, has_body=False))
     if endpoint.deliver_update(session.id, callback_id, args):
         return succeed(Answer(204, has_body=False))

@@ -773,11 +773,27 @@ class SSEEndpoint:
         if rate is None:
             return True
         bucket = self._buckets.get(key)
+        now = self.clock.seconds()
         if bucket is None:
-            if len(self._buckets) > 100_000:
-                self._buckets.clear()
+            if len(self._buckets) >= 100_000:
+                self._prune_buckets(now)
             bucket = self._buckets[key] = TokenBucket(rate, self.limits.call_burst)
-        return bucket.take(self.clock.seconds())
+        return bucket.take(now)
+
+    def _prune_buckets(self, now: float) -> None:
+        """
+        Forget the buckets of addresses that have been quiet long enough to
+        be full again: forgetting them changes nothing.  Sessions' buckets go
+        with their sessions.
+        """
+        rate = self.limits.calls_per_second or 1.0
+        refill = self.limits.call_burst / rate
+        for key in [
+            k
+            for k, b in self._buckets.items()
+            if k.startswith("@") and now - b.stamp >= refill
+        ]:
+            del self._buckets[key]
 
     def deliver_update(self, session_id: str, route: str, args: Any) -> bool:
         """

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["SSEResource"]
 
 _JSON = b"application/json"
+_TEXT = b"text/plain"
 
 #: Files of the browser client, served below every endpoint's path.
 _STATIC = {
@@ -57,6 +58,34 @@ def _static(name: str) -> bytes:
 def _address(request: Request) -> str:
     address = request.getClientAddress()
     return str(getattr(address, "host", address))
+
+
+def _same_origin(request: Request) -> bool:
+    """
+    Whether the browser says C{request} comes from a page of the origin it
+    is sent to: C{Sec-Fetch-Site: same-origin}, or, where the browser sends
+    no C{Sec-Fetch-Site} (browsers send it to secure and local origins
+    only), an C{Origin} whose host and port are the request's C{Host}.
+
+    graphscript's C{SSEfrontend} POSTs its JSON with C{XMLHttpRequest} and
+    no C{Content-Type}, so it arrives as C{text/plain}.  That is accepted
+    from the page's own origin only: such a page may send C{application/json}
+    anyway, so it gains nothing, while a cross-site C{text/plain} post (the
+    one kind a browser sends without a CORS preflight) is still refused.
+    """
+    site = request.getHeader(b"sec-fetch-site")
+    if site is not None:
+        return site.strip().lower() == b"same-origin"
+    origin = request.getHeader(b"origin")
+    host = request.getHeader(b"host")
+    if not origin or not host:
+        return False
+    scheme, sep, authority = origin.strip().lower().partition(b"://")
+    return (
+        bool(sep)
+        and scheme in (b"http", b"https")
+        and authority == host.strip().lower()
+    )
 
 
 class SSEResource(Resource):
@@ -250,7 +279,8 @@ class SSEResource(Resource):
     def render_POST(self, request: Request) -> _Rendered:
         limits = self.endpoint.limits
         content_type = request.getHeader(b"content-type") or b""
-        if content_type.split(b";")[0].strip().lower() != _JSON:
+        media_type = content_type.split(b";")[0].strip().lower()
+        if media_type != _JSON and not (media_type == _TEXT and _same_origin(request)):
             raise ProtocolError(
                 415, "bad_content_type", "send the message as application/json"
             )
@@ -278,7 +308,11 @@ class SSEResource(Resource):
         header_session = None if header is None else header.decode("utf-8", "replace")
         named = body.get("sessionId") if isinstance(body, dict) else None
         caller = named if isinstance(named, str) and named else header_session
-        if not endpoint.take_call_token(caller or "@" + _address(request)):
+        if caller not in endpoint.sessions:
+            # Only sessions this node holds have their own bucket: made-up
+            # ids must not mint fresh ones.
+            caller = "@" + _address(request)
+        if not endpoint.take_call_token(caller):
             raise ProtocolError(429, "rate_limited", "too many calls; slow down")
 
         finished = [False]
