@@ -12,12 +12,14 @@ C{twisted/plugins/graphsse.py}.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import sys
+from collections.abc import Sequence
+from typing import Any, cast
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
 from twisted.python import usage
 from twisted.web.http import H2_ENABLED
 from twisted.web.resource import IResource, Resource
@@ -26,7 +28,7 @@ from twisted.web.static import Data, File
 
 from ._auth import IAuthorizer, JWTAuthorizer
 from ._backend import SSEBackend, SSEService
-from ._broker import HistoryPolicy
+from ._broker import HistoryPolicy, IBroker
 from ._cors import CORSPolicy
 from ._endpoint import SSEEndpoint
 from ._limits import Limits
@@ -130,6 +132,22 @@ class Options(usage.Options):
             " headers or bodies are dropped after it).",
             float,
         ],
+        [
+            "redis",
+            None,
+            None,
+            "redis://[user:password@]host[:port][/db]: join the other nodes"
+            " (and workers) that use this Redis.",
+        ],
+        ["redis-prefix", None, "graphsse", "What every Redis key starts with."],
+        [
+            "workers",
+            None,
+            1,
+            "Processes sharing the listening ports (TCP only); more than one"
+            " needs --redis.",
+            int,
+        ],
     ]
     optFlags: list[list[str | None]] = [
         ["dynamic-channels", None, "Let clients join channels not configured."],
@@ -140,6 +158,16 @@ class Options(usage.Options):
         super().__init__()  # type: ignore[no-untyped-call]
         self["ports"] = []
         self["cors"] = []
+        self["argv"] = []
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{options} (the command line after C{graphsse}), and keep them
+        in C{self["argv"]}: C{--workers} hands them to each worker process.
+        """
+        argv = list(sys.argv[1:] if options is None else options)
+        self["argv"] = argv
+        super().parseOptions(argv)  # type: ignore[no-untyped-call]
 
     def opt_cors_origin(self, origin: str) -> None:
         """
@@ -174,6 +202,23 @@ class Options(usage.Options):
         for name in ("max-body", "max-json-depth", "max-backlog", "call-burst"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
+        if self["redis"] is not None and not self["redis"].startswith("redis://"):
+            raise usage.UsageError("--redis wants a redis:// URL")
+        if self["workers"] < 1:
+            raise usage.UsageError("--workers must be at least 1")
+        if self["workers"] > 1:
+            if not self["redis"]:
+                raise usage.UsageError(
+                    "--workers past 1 needs --redis: workers share sessions and"
+                    " events only through a broker they all reach"
+                )
+            from ._workers import parse_tcp
+
+            for description in self["ports"]:
+                try:
+                    parse_tcp(description)
+                except ValueError as error:
+                    raise usage.UsageError(f"--workers: {error}") from None
 
     def limits(self) -> Limits:
         """
@@ -260,7 +305,8 @@ const log = (line) => {{
 const sse = openSSE({{
   url: "{path}",
   onopen: () => log("open"),
-  onmessage: (ev) => log((ev.type || "message") + ": " + ev.data),
+  onsession: (id) => log("session " + id),
+  onmessage: (data, ev) => log(ev.type + ": " + JSON.stringify(data)),
   onerror: () => log("error (reconnecting)"),
 }});
 window.sse = sse;
@@ -274,6 +320,17 @@ def demo_page(path: str) -> Data:
     return Data(_PAGE.format(path=path).encode("utf-8"), "text/html; charset=utf-8")
 
 
+def broker_for(options: Options, reactor: IReactorTime) -> IBroker | None:
+    """
+    The broker C{--redis} asks for, or L{None} for the default (in memory).
+    """
+    if not options["redis"]:
+        return None
+    from .redis import RedisBroker
+
+    return RedisBroker(reactor, url=options["redis"], prefix=options["redis-prefix"])
+
+
 def build(
     options: Options, backend: SSEBackend | None = None
 ) -> tuple[SSEBackend, SSEEndpoint, Site]:
@@ -282,6 +339,11 @@ def build(
     """
     app = _load(options["app"]) if options["app"] else None
     if isinstance(app, SSEBackend):
+        if backend is not None:
+            raise usage.UsageError(
+                "--app names a ready SSEBackend, which has its own broker: with"
+                " --redis, give a function(backend) or a routes object instead"
+            )
         backend = app
     if backend is None:
         backend = SSEBackend()
@@ -329,10 +391,23 @@ def makeService(options: Options) -> IService:
     """
     A C{MultiService}: the backend's service first, then one listening port
     per C{--port}, so that on stop the ports close before the streams do.
+
+    With C{--workers N} (N > 1) this process serves nothing itself: it binds
+    the ports and supervises N worker processes that serve them (see
+    L{txgraphsse._workers}).
     """
     from twisted.internet import reactor
 
-    backend, _, site = build(options)
+    if options["workers"] > 1:
+        from ._workers import WorkerSupervisor
+
+        top = MultiService()
+        WorkerSupervisor(options).setServiceParent(top)  # type: ignore[no-untyped-call]
+        return top
+    broker = broker_for(options, cast(IReactorTime, reactor))
+    backend, _, site = build(
+        options, None if broker is None else SSEBackend(reactor, broker=broker)
+    )
     top = MultiService()
     SSEService(backend).setServiceParent(top)  # type: ignore[no-untyped-call]
     for description in options["ports"]:

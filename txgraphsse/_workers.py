@@ -1,0 +1,779 @@
+# -*- test-case-name: tests.test_workers -*-
+"""
+C{twistd graphsse --workers N}: N processes of one machine serving the same
+ports, tied together by the broker (Redis).
+
+The parent, the twistd process, serves nothing itself.  It binds every
+C{--port} (TCP only) before twistd drops privileges, spawns the workers with
+the listening sockets as inherited descriptors, relays their logs into its
+own, restarts a worker that dies (with a growing delay), and on stop sends
+each worker C{SIGTERM}, then C{SIGKILL} to any still running after
+L{WorkerSupervisor.stop_timeout} seconds.  A worker whose parent is gone
+(even by C{SIGKILL}) sees its stdin end and stops too: no orphans.
+
+Where the kernel has C{SO_REUSEPORT} (Linux), the parent binds one socket per
+worker slot, all on the same port, so that the kernel spreads connections
+evenly over the workers; a slot's socket outlives its worker, so connections
+that arrive while a worker restarts wait in its backlog instead of being
+refused.  Elsewhere every worker accepts on one shared socket.
+
+Each worker is an ordinary graphsse process built by L{txgraphsse.tap.build}
+from the same command line, with its own L{txgraphsse.redis.RedisBroker}
+node.  This module owns sockets and processes; it never touches a request
+or a session, and asks the broker only whether its link is up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from attrs import define, field, frozen
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.error import (
+    ConnectionDone,
+    ProcessExitedAlready,
+    ReactorNotRunning,
+)
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IProcessTransport,
+    IReactorCore,
+    IReactorFDSet,
+    IReactorProcess,
+    IReactorSocket,
+    IReactorTime,
+    IReadDescriptor,
+    IWriteDescriptor,
+)
+from twisted.internet.protocol import ProcessProtocol, ServerFactory
+from twisted.logger import (
+    ILogObserver,
+    InvalidLogLevelError,
+    Logger,
+    LogLevel,
+    eventAsText,
+    globalLogBeginner,
+    globalLogPublisher,
+)
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from .tap import Options
+
+__all__ = ["TCPPort", "WorkerSupervisor", "main", "parse_tcp"]
+
+#: The package's parent directory: workers import txgraphsse from there.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+
+#: Seconds a worker waits for its broker's link before serving anyway.
+_LINK_TIMEOUT = 10.0
+
+#: What a worker runs: its configuration arrives on stdin.
+_BOOT = "from txgraphsse._workers import main; main()"
+
+
+@frozen
+class TCPPort:
+    """
+    A listening TCP port, from a C{tcp:} strports description.
+
+    @ivar port: the port number (0: any free one, the same for every slot).
+    @ivar interface: the address to bind (empty: every IPv4 address).
+    @ivar backlog: the listen queue's length.
+    """
+
+    port: int
+    interface: str = ""
+    backlog: int = 50
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.interface else socket.AF_INET
+
+
+def _split(description: str) -> list[str]:
+    # strports: fields separated by ":", with "\:" an escaped colon.
+    parts = [""]
+    escaped = False
+    for char in description:
+        if escaped:
+            parts[-1] += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            parts.append("")
+        else:
+            parts[-1] += char
+    return parts
+
+
+def parse_tcp(description: str) -> TCPPort:
+    """
+    The L{TCPPort} of a C{tcp:PORT[:interface=ADDRESS][:backlog=N]} strports
+    description (a bare number is a TCP port too).
+
+    @raise ValueError: for any other kind of port.
+    """
+    if description.isdigit():
+        description = f"tcp:{description}"
+    kind, *fields = _split(description)
+    if kind != "tcp":
+        raise ValueError(
+            f"workers share TCP ports only (tcp:PORT[:interface=...]),"
+            f" not {description!r}"
+        )
+    values: dict[str, str] = {}
+    positional = ["port"]
+    for item in fields:
+        name, equals, value = item.partition("=")
+        if not equals:
+            if not positional:
+                raise ValueError(f"too many fields in {description!r}")
+            name, value = positional.pop(0), item
+        elif name in positional:
+            positional.remove(name)
+        if name not in ("port", "interface", "backlog") or name in values:
+            raise ValueError(f"bad field {name!r} in {description!r}")
+        values[name] = value
+    try:
+        port = int(values["port"])
+        backlog = int(values.get("backlog", "50"))
+    except (KeyError, ValueError):
+        raise ValueError(f"bad port or backlog in {description!r}") from None
+    if not 0 <= port <= 65535 or backlog < 1:
+        raise ValueError(f"bad port or backlog in {description!r}")
+    return TCPPort(port, values.get("interface", ""), backlog)
+
+
+def _bind(spec: TCPPort, port: int, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(spec.family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        default = "::" if spec.family == socket.AF_INET6 else ""
+        sock.bind((spec.interface or default, port))
+        sock.listen(spec.backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@define
+class _Worker:
+    """
+    One worker slot and the process that fills it now.
+    """
+
+    slot: int
+    process: IProcessTransport | None = None
+    pid: int | None = None
+    started: float = 0.0
+    failures: int = 0
+    restart: IDelayedCall | None = None
+    ended: list[Deferred[None]] = field(factory=list)
+
+
+class _WorkerProtocol(ProcessProtocol):
+    """
+    The parent's end of one worker: its configuration goes in on stdin (which
+    stays open: its end tells the worker that the parent is gone), its log
+    events come back as JSON lines on stdout, anything else on stderr.
+    """
+
+    def __init__(self, supervisor: WorkerSupervisor, worker: _Worker, config: bytes):
+        self._supervisor = supervisor
+        self._worker = worker
+        self._config = config
+        self._buffers = {1: b"", 2: b""}
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self._config)
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD not in self._buffers:
+            return
+        lines = (self._buffers[childFD] + data).split(b"\n")
+        self._buffers[childFD] = lines.pop()
+        for line in lines:
+            self._supervisor._relay(self._worker, childFD, line)
+
+    def processEnded(self, reason: Failure) -> None:
+        for fd, rest in self._buffers.items():
+            if rest:
+                self._supervisor._relay(self._worker, fd, rest)
+        self._buffers = {1: b"", 2: b""}
+        self._supervisor._ended(self._worker, reason)
+
+
+class WorkerSupervisor(Service):
+    """
+    The service of a C{twistd graphsse --workers N} parent: binds the ports,
+    runs N workers, restarts those that die, and stops them all on stop.
+
+    @ivar count: the number of workers.
+    @ivar specs: the ports, one L{TCPPort} per C{--port}.
+    @ivar reuse_port: whether each worker slot gets its own C{SO_REUSEPORT}
+        socket (else all share one).
+    @ivar stop_timeout: seconds a worker has to stop after C{SIGTERM}
+        before it gets C{SIGKILL}.
+    @ivar restart_initial: seconds before a dead worker is restarted; the
+        delay doubles with each death of a worker that ran less than
+        C{stable_after} seconds, up to C{restart_max}.
+    """
+
+    _log = Logger()
+
+    stop_timeout = 4.0
+    restart_initial = 0.5
+    restart_max = 30.0
+    stable_after = 10.0
+
+    def __init__(
+        self,
+        options: Options,
+        reactor: Any = None,
+        executable: str | None = None,
+    ) -> None:
+        """
+        @param options: the parsed command line (its C{argv} goes to every
+            worker, its C{ports} are bound here).
+        @param reactor: an L{IReactorProcess} and L{IReactorTime}.
+        @param executable: the Python that runs the workers.
+        """
+        if reactor is None:
+            from twisted.internet import reactor as default
+
+            reactor = default
+        self._reactor = reactor
+        self._options = options
+        self._argv: list[str] = list(options["argv"])
+        self._executable = executable or sys.executable
+        self.count: int = options["workers"]
+        self.specs = [parse_tcp(d) for d in options["ports"]]
+        self.reuse_port = hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith(
+            "linux"
+        )
+        self._sockets: list[list[socket.socket]] = []
+        self.workers = [_Worker(slot) for slot in range(self.count)]
+        self._stopping = False
+
+    @property
+    def pids(self) -> list[int]:
+        """
+        The PIDs of the workers running now.
+        """
+        return [w.pid for w in self.workers if w.pid is not None]
+
+    @property
+    def ports(self) -> list[int]:
+        """
+        The port numbers bound, one per C{--port} (empty before start).
+        """
+        return [socks[0].getsockname()[1] for socks in self._sockets]
+
+    # Start
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind the ports now, while twistd still has its privileges.
+        """
+        self._bind()
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+
+    def _bind(self) -> None:
+        if self._sockets:
+            return
+        bound: list[list[socket.socket]] = []
+        try:
+            for spec in self.specs:
+                first = _bind(spec, spec.port, self.reuse_port)
+                socks = [first]
+                if self.reuse_port:
+                    port = first.getsockname()[1]
+                    socks.extend(_bind(spec, port, True) for _ in range(1, self.count))
+                bound.append(socks)
+        except BaseException:
+            for socks in bound:
+                for sock in socks:
+                    sock.close()
+            raise
+        self._sockets = bound
+        self._log.info(
+            "Listening on {ports} for {count} workers ({how})",
+            ports=", ".join(
+                f"{s[0].getsockname()[0]}:{s[0].getsockname()[1]}"
+                for s in self._sockets
+            ),
+            count=self.count,
+            how="SO_REUSEPORT, a socket per worker" if self.reuse_port else "shared",
+        )
+
+    def startService(self) -> None:
+        self._bind()
+        self._stopping = False
+        super().startService()  # type: ignore[no-untyped-call]
+        reactor = cast(IReactorCore, self._reactor)
+        reactor.callWhenRunning(self._start_all)
+
+    def _start_all(self) -> None:
+        for worker in self.workers:
+            if worker.process is None and not self._stopping:
+                self._spawn(worker)
+
+    def _spawn(self, worker: _Worker) -> None:
+        worker.restart = None
+        if self._stopping or not self._sockets:
+            return
+        fds: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
+        listen = []
+        child_fd = 3
+        for socks in self._sockets:
+            sock = socks[worker.slot] if self.reuse_port else socks[0]
+            fds[child_fd] = sock.fileno()
+            listen.append({"fd": child_fd, "family": int(sock.family)})
+            child_fd += 1
+        config = {
+            "argv": self._argv,
+            "listen": listen,
+            "slot": worker.slot,
+            "path": [p for p in sys.path if p],
+        }
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [_ROOT, *filter(None, [env.get("PYTHONPATH")])]
+        )
+        protocol = _WorkerProtocol(self, worker, json.dumps(config).encode() + b"\n")
+        spawner = cast(IReactorProcess, self._reactor)
+        process = spawner.spawnProcess(
+            protocol,
+            self._executable,
+            [
+                self._executable,
+                "-c",
+                _BOOT,
+                f"txgraphsse-worker-{worker.slot}",
+            ],
+            env=env,
+            childFDs=fds,
+        )
+        worker.process = process
+        worker.pid = process.pid
+        worker.started = cast(IReactorTime, self._reactor).seconds()
+        self._log.info(
+            "Worker {slot} started: pid {pid}", slot=worker.slot, pid=worker.pid
+        )
+
+    # Logs
+
+    def _relay(self, worker: _Worker, fd: int, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        if not text:
+            return
+        system = f"worker {worker.slot}"
+        if fd == 1 and text.startswith("["):
+            try:
+                level_name, message, namespace = json.loads(text)
+                level = LogLevel.levelWithName(level_name)
+            except (ValueError, TypeError, InvalidLogLevelError):
+                pass
+            else:
+                globalLogPublisher(
+                    {
+                        "log_level": level,
+                        "log_format": "{log_text}",
+                        "log_text": message,
+                        "log_namespace": namespace,
+                        "log_system": system,
+                        "log_time": time.time(),
+                    }
+                )
+                return
+        self._log.warn("{worker_output}", worker_output=text, log_system=system)
+
+    # Deaths, restarts, stop
+
+    def _ended(self, worker: _Worker, reason: Failure) -> None:
+        pid = worker.pid
+        worker.process = None
+        worker.pid = None
+        waiting, worker.ended = worker.ended, []
+        for d in waiting:
+            d.callback(None)
+        if self._stopping or not self.running:
+            self._log.info(
+                "Worker {slot} (pid {pid}) stopped: {why}",
+                slot=worker.slot,
+                pid=pid,
+                why=reason.getErrorMessage(),
+            )
+            return
+        clock = cast(IReactorTime, self._reactor)
+        if clock.seconds() - worker.started >= self.stable_after:
+            worker.failures = 0
+        delay = min(self.restart_initial * 2**worker.failures, self.restart_max)
+        worker.failures += 1
+        self._log.warn(
+            "Worker {slot} (pid {pid}) died: {why}; restarting in {delay} s",
+            slot=worker.slot,
+            pid=pid,
+            why=reason.getErrorMessage(),
+            delay=delay,
+        )
+        worker.restart = clock.callLater(delay, self._spawn, worker)
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop listening, send every worker C{SIGTERM}, and fire once they have
+        all exited; C{SIGKILL} those still running after L{stop_timeout}.
+        """
+        super().stopService()  # type: ignore[no-untyped-call]
+        self._stopping = True
+        # The workers hold their own copies: they stop accepting as they
+        # stop, and then nothing listens any more.
+        for socks in self._sockets:
+            for sock in socks:
+                sock.close()
+        self._sockets = []
+        waits: list[Deferred[None]] = []
+        for worker in self.workers:
+            if worker.restart is not None and worker.restart.active():
+                worker.restart.cancel()
+            worker.restart = None
+            if worker.process is None:
+                continue
+            ended: Deferred[None] = Deferred()
+            worker.ended.append(ended)
+            waits.append(ended)
+            self._signal(worker, "TERM")
+        if not waits:
+            return succeed(None)
+        clock = cast(IReactorTime, self._reactor)
+        kill = clock.callLater(self.stop_timeout, self._kill_all)
+        done = gatherResults(waits)
+
+        def finished(_: object) -> None:
+            if kill.active():
+                kill.cancel()
+
+        return done.addBoth(finished)
+
+    def _kill_all(self) -> None:
+        for worker in self.workers:
+            if worker.process is not None:
+                self._log.warn(
+                    "Worker {slot} (pid {pid}) did not stop in {timeout} s: SIGKILL",
+                    slot=worker.slot,
+                    pid=worker.pid,
+                    timeout=self.stop_timeout,
+                )
+                self._signal(worker, "KILL")
+
+    def _signal(self, worker: _Worker, name: str) -> None:
+        if worker.process is None:
+            return
+        with contextlib.suppress(ProcessExitedAlready):
+            worker.process.signalProcess(name)
+
+
+# The worker's side
+
+
+class _AdoptedPort(Service):
+    """
+    A listening socket inherited from the parent, served by C{factory} once
+    C{ready} fires: until then, connections wait in the socket's backlog.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorSocket,
+        fd: int,
+        family: int,
+        factory: ServerFactory[Any],
+        ready: Deferred[None],
+    ) -> None:
+        self._reactor = reactor
+        self._fd: int | None = fd
+        self._family = socket.AddressFamily(family)
+        self._factory = factory
+        self._ready = ready
+        self.port: IListeningPort | None = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._ready.addCallback(self._adopt)
+
+    def _adopt(self, _: object) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None or not self.running:
+            return
+        self.port = self._reactor.adoptStreamPort(fd, self._family, self._factory)
+        # The reactor keeps a duplicate; the inherited one is not needed.
+        os.close(fd)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        port, self.port = self.port, None
+        if port is None:
+            return succeed(None)
+        return maybeDeferred(port.stopListening).addCallback(lambda _: None)
+
+
+@implementer(IReadDescriptor)
+class _ParentWatch:
+    """
+    Reads the worker's stdin, which the parent holds open: its end means the
+    parent is gone, and the worker stops.
+    """
+
+    def __init__(self, gone: Callable[[], object]) -> None:
+        self._gone = gone
+        self._ended = False
+        os.set_blocking(0, False)
+
+    def fileno(self) -> int:
+        return 0
+
+    def logPrefix(self) -> str:
+        return "parent"
+
+    def doRead(self) -> Failure | None:
+        try:
+            data = os.read(0, 4096)
+        except BlockingIOError:
+            return None
+        except OSError as error:
+            self._ended = True
+            return Failure(error)
+        if not data:
+            self._ended = True
+            return Failure(ConnectionDone("the parent is gone"))
+        return None
+
+    def connectionLost(self, reason: Failure) -> None:
+        # The reactor reports a hang-up without reading, and also
+        # disconnects every reader when it stops: only an end of the pipe
+        # means that the parent is gone.
+        if self._ended or self._at_end():
+            self._gone()
+
+    def _at_end(self) -> bool:
+        try:
+            return os.read(0, 1) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+
+@implementer(IWriteDescriptor)
+class _LogPipe:
+    """
+    The worker's log, as lines on stdout (a pipe the parent reads), written
+    without ever blocking the reactor: at once while the pipe takes them,
+    else kept (up to C{limit} bytes; past it, lines are dropped and counted)
+    and written when the pipe drains.
+    """
+
+    limit = 4 << 20
+
+    def __init__(self, reactor: IReactorFDSet) -> None:
+        self._reactor = reactor
+        self._pending = bytearray()
+        self._writing = False
+        self.dropped = 0
+        os.set_blocking(1, False)
+
+    def fileno(self) -> int:
+        return 1
+
+    def logPrefix(self) -> str:
+        return "log"
+
+    def write(self, line: bytes) -> None:
+        if self._pending:
+            if len(self._pending) + len(line) > self.limit:
+                self.dropped += 1
+                return
+            self._pending += line
+            return
+        try:
+            written = os.write(1, line)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            return  # the parent is gone
+        if written < len(line):
+            self._pending += line[written:]
+            self._start()
+
+    def _start(self) -> None:
+        if not self._writing:
+            self._writing = True
+            self._reactor.addWriter(self)
+
+    def doWrite(self) -> None:
+        try:
+            written = os.write(1, self._pending)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._pending.clear()
+            written = 0
+        del self._pending[:written]
+        if not self._pending:
+            self._writing = False
+            self._reactor.removeWriter(self)
+            if self.dropped:
+                dropped, self.dropped = self.dropped, 0
+                self.write(_log_line(LogLevel.warn, f"{dropped} log lines dropped"))
+
+    def flush(self) -> None:
+        """
+        Write what is kept, blocking: for the end of the process.
+        """
+        os.set_blocking(1, True)
+        with contextlib.suppress(OSError):
+            while self._pending:
+                del self._pending[: os.write(1, self._pending)]
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._writing = False
+
+
+def _log_line(
+    level: LogLevel, text: str, namespace: str = "txgraphsse.worker"
+) -> bytes:
+    return json.dumps([level.name, text, namespace]).encode() + b"\n"
+
+
+def _log_to_parent(pipe: _LogPipe) -> None:
+    """
+    Send every log event of C{info} or above to the parent, formatted here
+    (tracebacks included), one JSON line C{[level, text, namespace]} each.
+    """
+
+    def observe(event: dict[str, Any]) -> None:
+        level = event.get("log_level", LogLevel.info)
+        if level < LogLevel.info:
+            return
+        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+        pipe.write(_log_line(level, text, str(event.get("log_namespace", "-"))))
+
+    globalLogBeginner.beginLoggingTo(
+        [cast(ILogObserver, observe)], redirectStandardIO=False
+    )
+
+
+def main() -> None:
+    """
+    A worker process: read the configuration the parent writes on stdin,
+    build the app from the same command line, serve the inherited sockets
+    once the broker is linked, and stop on C{SIGTERM} or the parent's end
+    (C{SIGINT} is the parent's to handle).
+    """
+    line = sys.stdin.buffer.readline()
+    if not line:
+        sys.exit("txgraphsse worker: no configuration on stdin")
+    config = json.loads(line)
+    sys.path[:0] = [p for p in config["path"] if p not in sys.path]
+    # Ctrl-C in a terminal reaches the parent and every worker; the parent
+    # stops the workers itself, in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    from twisted.internet import reactor
+
+    pipe = _LogPipe(cast(IReactorFDSet, reactor))
+    # stdout carries the log: what an application prints goes to stderr.
+    sys.stdout = sys.stderr
+    _log_to_parent(pipe)
+
+    from ._backend import SSEBackend, SSEService
+    from .tap import Options, broker_for, build
+
+    log = Logger(namespace="txgraphsse.worker")
+    options = Options()
+    options.parseOptions(config["argv"])
+    broker = broker_for(options, cast(IReactorTime, reactor))
+    backend, _, site = build(
+        options, None if broker is None else SSEBackend(reactor, broker=broker)
+    )
+    core = cast(IReactorCore, reactor)
+    ready: Deferred[None] = Deferred()
+
+    def linked() -> None:
+        # Serve once the broker is linked to its peers (so that no POST is
+        # refused for want of them), or after a while without: this node's
+        # own sessions work meanwhile, and the broker keeps reconnecting.
+        start = getattr(backend.broker, "start", None)
+        waiting = succeed(None) if start is None else start()
+        waiting.addTimeout(_LINK_TIMEOUT, cast(IReactorTime, reactor))
+
+        def not_yet(failure: Failure) -> None:
+            log.warn(
+                "No link to the other nodes after {timeout} s; serving anyway",
+                timeout=_LINK_TIMEOUT,
+            )
+
+        def serve(_: object) -> None:
+            if not ready.called:
+                ready.callback(None)
+
+        waiting.addErrback(not_yet).addBoth(serve)
+
+    top = MultiService()
+    SSEService(backend).setServiceParent(top)  # type: ignore[no-untyped-call]
+    for entry in config["listen"]:
+        _AdoptedPort(
+            cast(IReactorSocket, reactor), entry["fd"], entry["family"], site, ready
+        ).setServiceParent(top)  # type: ignore[no-untyped-call]
+
+    def parent_gone() -> None:
+        log.warn("The parent process is gone: stopping")
+        stop()
+
+    def terminated(signum: int, frame: object) -> None:
+        # Both the parent and a service manager (systemd's control group,
+        # coreutils' timeout) may send SIGTERM: stop once.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        core.callFromThread(stop, "Received SIGTERM, shutting down.")  # type: ignore[attr-defined]
+
+    def stop(why: str | None = None) -> None:
+        if why is not None:
+            log.info("{why}", why=why)
+        with contextlib.suppress(ReactorNotRunning):
+            core.stop()
+
+    cast(IReactorFDSet, reactor).addReader(_ParentWatch(parent_gone))
+    core.callWhenRunning(signal.signal, signal.SIGTERM, terminated)
+    core.callWhenRunning(top.startService)
+    core.callWhenRunning(linked)
+    core.addSystemEventTrigger("before", "shutdown", top.stopService)
+    log.info(
+        "Worker {slot} (pid {pid}) serving {path} as node {node}",
+        slot=config["slot"],
+        pid=os.getpid(),
+        path=options["path"],
+        node=backend.broker.node_id,
+    )
+    try:
+        core.run()
+    finally:
+        pipe.flush()
