@@ -341,7 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.keep = True
         return 1
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # A second Ctrl-C (a terminal sends SIGINT to the whole group) must
+        # not cut the stopping short and leave children running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         # nginx first, then the nodes (which leave the cluster through
         # Redis), Redis last.
         for kind in ("nginx", "node-", "redis"):
