@@ -626,8 +626,11 @@ class SSEEndpoint:
             session.close(payload)
             transport = getattr(channel, "transport", None)
             if isinstance(channel, HTTPChannel) and transport is not None:
-                # loseConnection writes what is buffered, then closes.
-                transport.loseConnection()
+                # loseConnection writes what is buffered, then closes.  The
+                # channel's own unregisters it as the transport's producer
+                # first: TLS will not send its close alert while one is
+                # registered, so the transport's alone waits out the drain.
+                channel.loseConnection()
                 transports.append(transport)
         self.terminate()
         return _drained(self.clock, transports, drain)

@@ -46,6 +46,7 @@ class SSECollector:
             GaugeMetricFamily,
             HistogramMetricFamily,
         )
+        from prometheus_client.utils import floatToGoString
 
         stats = [e.stats() for e in self.backend.endpoints.values() if not e.closed]
         sessions = GaugeMetricFamily(
@@ -79,7 +80,8 @@ class SSECollector:
             calls = s["call_latency"]
             latency.add_metric(
                 [path],
-                [(str(bound), count) for bound, count in calls["buckets"]],
+                # floatToGoString: the last bound is "+Inf", as the format says.
+                [(floatToGoString(bound), count) for bound, count in calls["buckets"]],
                 calls["sum"],
             )
         yield sessions
