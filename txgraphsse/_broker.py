@@ -175,6 +175,13 @@ class IBroker(Interface):
         @return: whether the session is known (locally, or to the cluster).
         """
 
+    def flushed(key: str) -> Deferred[None]:
+        """
+        Fire once every event this node has published on endpoint C{key} has
+        its place in the order all nodes deliver (for a route that must not
+        answer before the event it broadcast is ordered before later ones).
+        """
+
     def forward(
         key: str,
         session_id: str,
@@ -312,6 +319,10 @@ class InMemoryBroker:
         principal: Any,
     ) -> None:
         return None
+
+    def flushed(self, key: str) -> Deferred[None]:
+        # Delivery here is a direct call: everything is in order already.
+        return succeed(None)
 
     def settle(
         self, key: str, node_id: str, callback_id: str, session_id: str, args: Any

@@ -275,6 +275,15 @@ class SSEEndpoint:
         payload = encode_event(event.data, event.event or channel.event, event.id)
         self._outbox.to_members(channel.members, payload)
 
+    def flushed(self) -> Deferred[None]:
+        """
+        Fire once every event this endpoint published has its place in the
+        order every node delivers (at once with the in-memory broker).  A
+        route that broadcasts and must not answer before the event is
+        ordered ahead of later ones awaits it.
+        """
+        return self.broker.flushed(self.path)
+
     def deliver_to_session(self, session_id: str, payload: bytes) -> bool:
         session = self.sessions.get(session_id)
         if session is None:

@@ -1068,6 +1068,34 @@ class RedisBroker:
         else:
             state.waiting.append(out)
 
+    def flushed(self, key: str) -> Deferred[None]:
+        """
+        Fire once Redis has given a place in the order (a sequence number)
+        to every event this node published on C{key}: what waits for the
+        bus to be ready, what is in flight, and what was kept through an
+        outage (that waits for Redis to come back).
+        """
+        done: Deferred[None] = Deferred()
+
+        def pending() -> bool:
+            state = self._endpoints.get(key)
+            if state is not None and state.waiting:
+                return True
+            if any(
+                o.key == key and o.seq is None and not o.done for o in self._inflight
+            ):
+                return True
+            return any(o.key == key for o in self._buffer)
+
+        def check() -> None:
+            if not self._running or not pending():
+                done.callback(None)
+                return
+            self._clock.callLater(0.005, check)
+
+        check()
+        return done
+
     def _keep(self, out: _Outgoing) -> None:
         """
         Keep an event with history that Redis could not take, for later.

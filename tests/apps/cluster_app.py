@@ -54,12 +54,17 @@ def setup(backend: SSEBackend) -> None:
         return bool(getattr(backend.broker, "connected", True))
 
     @backend.route("broadcast")
-    def broadcast(data: Any, *, caller: Caller) -> dict[str, Any]:
+    async def broadcast(data: Any, *, caller: Caller) -> dict[str, Any]:
         """
         Send C{data} to every session of the endpoint, on every node; answer
-        with this process's PID and the sessions it reached here.
+        with this process's PID and the sessions it reached here, once the
+        event has its place in the cluster's order (so a broadcast sent after
+        this answer comes after it everywhere).
         """
-        return {"pid": os.getpid(), "value": _endpoint(caller).send(data)}
+        endpoint = _endpoint(caller)
+        reached = endpoint.send(data)
+        await endpoint.flushed()
+        return {"pid": os.getpid(), "value": reached}
 
     @backend.route("push")
     def push(session_id: str, data: Any, *, caller: Caller) -> dict[str, Any]:
