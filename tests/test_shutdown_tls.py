@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -55,7 +54,7 @@ from txgraphsse.metrics import MetricsResource
 
 from ._rawclient import RawSSE, open_stream, raise_fd_limit
 from .test_session import LAST_CHUNK, SSEServer, StreamConnection, parse_response
-from .test_tap import _REPO, _free_port
+from .test_tap import _free_port, start_twistd
 
 #: Seconds any single wait may take; also the issue's bound on shutdown.
 WAIT = 5.0
@@ -115,41 +114,7 @@ class TwistdShutdownTests(TestCase):
     STREAMS = 1_000
 
     def _twistd(self, *argv: str) -> tuple[subprocess.Popen[bytes], Path]:
-        """
-        Start C{twistd -n graphsse argv} in a temporary directory, as
-        C{tests.test_tap} does; killed (by its own PID) in cleanup if it
-        still runs.
-        """
-        workdir = Path(tempfile.mkdtemp(prefix="txgraphsse-sigterm-"))
-        self.addCleanup(shutil.rmtree, workdir, True)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(_REPO), *filter(None, [env.get("PYTHONPATH")])]
-        )
-        script = Path(sys.executable).with_name("twistd")
-        command = (
-            [str(script)]
-            if script.exists()
-            else [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-        )
-        log = workdir / "twistd.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [*command, "-n", "graphsse", *argv],
-                cwd=workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-        def reap() -> None:
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(timeout=WAIT)
-
-        self.addCleanup(reap)
-        return process, log
+        return start_twistd(self, *argv)
 
     async def _first_stream(
         self, process: subprocess.Popen[bytes], port: int, log: Path

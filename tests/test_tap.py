@@ -425,49 +425,58 @@ class _Chunked:
         return values
 
 
+def start_twistd(
+    case: SynchronousTestCase, *argv: str
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """
+    Start C{twistd -n graphsse argv} in a temporary directory, with this
+    checkout on the path so the plugin is found; C{case} kills it (by its
+    own PID) in cleanup if it still runs.
+
+    @return: the process and its log file.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="txgraphsse-twistd-"))
+    case.addCleanup(shutil.rmtree, workdir, True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(_REPO), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    script = Path(sys.executable).with_name("twistd")
+    if script.exists():
+        command = [str(script)]
+    else:
+        command = [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+        ]
+    log = workdir / "twistd.log"
+    with log.open("wb") as out:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [*command, "-n", "graphsse", *argv],
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def reap() -> None:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=WAIT)
+
+    case.addCleanup(reap)
+    return process, log
+
+
 class TwistdTests(SynchronousTestCase):
     """
     One real C{twistd -n graphsse} process.
     """
 
     def _twistd(self, *argv: str) -> tuple[subprocess.Popen[bytes], Path]:
-        """
-        Start C{twistd -n graphsse argv} in a temporary directory; it is
-        killed (by its own PID) in cleanup if it still runs.
-        """
-        workdir = Path(tempfile.mkdtemp(prefix="txgraphsse-twistd-"))
-        self.addCleanup(shutil.rmtree, workdir, True)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(_REPO), *filter(None, [env.get("PYTHONPATH")])]
-        )
-        script = Path(sys.executable).with_name("twistd")
-        if script.exists():
-            command = [str(script)]
-        else:
-            command = [
-                sys.executable,
-                "-c",
-                "from twisted.scripts.twistd import run; run()",
-            ]
-        log = workdir / "twistd.log"
-        with log.open("wb") as out:  # the child keeps its own descriptor
-            process = subprocess.Popen(
-                [*command, "-n", "graphsse", *argv],
-                cwd=workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-        def reap() -> None:
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(timeout=WAIT)
-
-        self.addCleanup(reap)
-        return process, log
+        return start_twistd(self, *argv)
 
     def _connect(
         self, process: subprocess.Popen[bytes], port: int, log: Path
