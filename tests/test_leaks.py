@@ -34,6 +34,7 @@ def _empty_tables(case: SynchronousTestCase, server: SSEServer) -> None:
     case.assertEqual(len(endpoint.calls), 0)
     case.assertEqual(endpoint.calls._by_session, {})
     case.assertEqual(endpoint._client_subscriptions, {})
+    case.assertEqual(endpoint._client_routes, {})
     case.assertEqual(endpoint._server_subscriptions, {})
     case.assertEqual(endpoint._per_address, {})
     case.assertEqual(endpoint._buckets, {})

@@ -204,6 +204,8 @@ class SSEEndpoint:
         self._preamble = encode_retry(retry)
         # Client-side routes the server subscribed to, by (session, route).
         self._client_subscriptions: dict[tuple[str, str], Callable[[Any], object]] = {}
+        # The same, by session: closing a session touches only its own.
+        self._client_routes: dict[str, set[str]] = {}
         # Server routes each session subscribed to: session -> [(route, sub)].
         self._server_subscriptions: dict[str, list[tuple[str, int]]] = {}
         self.default_channel = self.add_channel(ChannelSpec(DEFAULT_CHANNEL))
@@ -320,9 +322,12 @@ class SSEEndpoint:
     def remote_session_closed(self, session_id: str) -> None:
         if session_id in self.sessions:
             return
-        for key in [k for k in self._client_subscriptions if k[0] == session_id]:
-            del self._client_subscriptions[key]
+        self._forget_client_subscriptions(session_id)
         self.calls.fail_session(session_id, "closed on its node")
+
+    def _forget_client_subscriptions(self, session_id: str) -> None:
+        for route in self._client_routes.pop(session_id, ()):
+            self._client_subscriptions.pop((session_id, route), None)
 
     # The session hub
 
@@ -466,8 +471,7 @@ class SSEEndpoint:
         self._buckets.pop(session.id, None)
         for route, sub in self._server_subscriptions.pop(session.id, ()):
             self.graph.unsubscribe(route, sub)
-        for key in [k for k in self._client_subscriptions if k[0] == session.id]:
-            del self._client_subscriptions[key]
+        self._forget_client_subscriptions(session.id)
         self.calls.fail_session(session.id, session.close_reason or "closed")
         if not self.sessions:
             self._stop_keepalive()
@@ -748,12 +752,18 @@ class SSEEndpoint:
             # the subscription.
             if session_id in self.sessions or self.broker.clustered:
                 self._client_subscriptions[(session_id, route)] = callback
+                self._client_routes.setdefault(session_id, set()).add(route)
             return sub
 
         return deferred.addCallback(subscribed)
 
     def _unsubscribe_one(self, session_id: str, route: str, sub: int) -> Deferred[bool]:
         self._client_subscriptions.pop((session_id, route), None)
+        routes = self._client_routes.get(session_id)
+        if routes is not None:
+            routes.discard(route)
+            if not routes:
+                del self._client_routes[session_id]
         deferred = self._request_one(
             session_id, messages.route_call("unsubscribe", [route, sub]), None, None
         )
