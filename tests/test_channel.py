@@ -58,7 +58,7 @@ class JoinTests(SynchronousTestCase):
         server = SSEServer(channels=["a", "b", "c"])
         connection = server.connect(query=b"?channels=a,%20b&channels=a")
         session = server.session(connection)
-        self.assertEqual(session.channels, {"message", "a", "b"})
+        self.assertEqual(session.channels, ("message", "a", "b"))
         channels = server.endpoint.channels
         self.assertIn(session, channels["a"].members)
         self.assertIn(session, channels["b"].members)
@@ -72,7 +72,7 @@ class JoinTests(SynchronousTestCase):
         """
         server = SSEServer(channels=["a"])
         session = server.session(server.connect())
-        self.assertEqual(session.channels, {"message"})
+        self.assertEqual(session.channels, ("message",))
         self.assertEqual(server.endpoint.channels["a"].members, {})
 
     def test_unknown_forbidden(self) -> None:
@@ -153,7 +153,7 @@ class JoinTests(SynchronousTestCase):
         channel.deregister(session)
         channel.deregister(session)
         self.assertEqual(channel.session_count, 0)
-        self.assertEqual(session.channels, {"message"})
+        self.assertEqual(session.channels, ("message",))
 
 
 class ChannelSetupTests(SynchronousTestCase):

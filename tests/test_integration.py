@@ -28,6 +28,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
+from twisted.web import http
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
@@ -839,6 +840,141 @@ class StreamTests(_RealSocketCase):
         await raw.until(lambda: raw.head()[2].endswith(b"data: last\n\n"))
         endpoint.terminate()
         await raw.until_lost()
+
+
+class LeanStreamTests(_RealSocketCase):
+    """
+    What an open stream lets go of, and how its first bytes leave: ten
+    thousand idle streams hold only what they still need.
+    """
+
+    REQUEST = (
+        b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: lean-test/1\r\n"
+        b"Referer: http://127.0.0.1/page\r\nX-Tenant: acme\r\n\r\n"
+    )
+
+    async def _open(self, **options: Any) -> tuple[SSEEndpoint, SSEClient, RawHTTP]:
+        endpoint, site = self.endpoint_site(**options)
+        url = self.listen(site)
+        raw = await self.raw(url, self.REQUEST)
+        await raw.until(lambda: b"setId" in dechunk(raw.head()[2])[0])
+        (session,) = endpoint.sessions.values()
+        return endpoint, session, raw
+
+    async def test_request_keeps_only_what_the_access_log_needs(self) -> None:
+        """
+        C{on_connection} sees every request header; afterwards the stream's
+        request keeps only C{User-Agent} and C{Referer} (what Twisted's
+        access log writes when it ends), no response headers (they are on
+        the wire) and no body file.
+        """
+        seen: list[bytes | None] = []
+
+        def opened(client: SSEClient, *_: object) -> None:
+            seen.append(client.http_request.getHeader(b"x-tenant"))
+
+        endpoint, session, raw = await self._open(on_connection=opened)
+        self.assertEqual(seen, [b"acme"])
+        request = session.http_request
+        self.assertEqual(
+            sorted(name for name, _ in request.requestHeaders.getAllRawHeaders()),
+            [b"Referer", b"User-Agent"],
+        )
+        self.assertEqual(list(request.responseHeaders.getAllRawHeaders()), [])
+        self.assertIsNone(request.content)
+        line = http.combinedLogFormatter("-", request)
+        self.assertIn('"http://127.0.0.1/page" "lean-test/1"', line)
+        # The stream still works, and still ends cleanly.
+        endpoint.send("still here", session_id=session.id)
+        await raw.until(lambda: b"still here" in dechunk(raw.head()[2])[0])
+        endpoint.terminate()
+        await raw.until(lambda: dechunk(raw.head()[2])[1])
+
+    async def test_keep_request_headers(self) -> None:
+        """
+        C{keep_request_headers} names the headers kept; L{None} keeps all.
+        """
+        _, session, _ = await self._open(keep_request_headers=[b"X-Tenant"])
+        headers = session.http_request.requestHeaders
+        self.assertEqual(
+            [name for name, _ in headers.getAllRawHeaders()], [b"X-Tenant"]
+        )
+        _, session, _ = await self._open(keep_request_headers=None)
+        headers = session.http_request.requestHeaders
+        self.assertEqual(headers.getRawHeaders(b"x-tenant"), [b"acme"])
+        self.assertEqual(headers.getRawHeaders(b"host"), [b"127.0.0.1"])
+
+    async def test_open_needs_no_write_turn(self) -> None:
+        """
+        The response head and the preamble leave in the turn the stream
+        opens: by C{on_connection}, the transport holds nothing and does not
+        wait to write.
+        """
+        held: list[tuple[int, bool]] = []
+
+        def opened(client: SSEClient, *_: object) -> None:
+            transport = client.http_request.channel.transport
+            assert isinstance(transport, tcp.Connection)
+            held.append((transport._tempDataLen, transport in _reactor().getWriters()))
+
+        _, _, raw = await self._open(on_connection=opened)
+        self.assertEqual(held, [(0, False)])
+        status, headers, _ = raw.head()
+        self.assertEqual(status, b"HTTP/1.1 200 OK")
+        self.assertEqual(headers[b"transfer-encoding"], [b"chunked"])
+
+    async def _queued_then_pushed(
+        self, queued: bytes, disconnect: bool
+    ) -> tuple[RawHTTP, tcp.Connection]:
+        """
+        Leave C{queued} (one framed comment) in the transport's buffer, as
+        a write by someone else in this turn would, then push an event.
+        """
+        endpoint, session, raw = await self._open()
+        transport = session.http_request.channel.transport
+        assert isinstance(transport, tcp.Connection)
+        transport.write(b"%x\r\n%s\r\n" % (len(queued), queued))
+        self.assertGreater(transport._tempDataLen, len(queued))
+        if disconnect:
+            transport.loseConnection()
+        session.push("after")
+        endpoint._flush()
+        return raw, transport
+
+    async def test_queued_bytes_go_first(self) -> None:
+        """
+        Bytes the transport took and has not sent go out before the next
+        event, joined into one send at once, and the transport then waits
+        for nothing.
+        """
+        comment = b": queued\n\n"
+        raw, transport = await self._queued_then_pushed(comment, disconnect=False)
+        self.assertEqual(transport._tempDataLen, 0)
+        self.assertNotIn(transport, _reactor().getWriters())
+        await raw.until(lambda: b"after" in dechunk(raw.head()[2])[0])
+        payload = dechunk(raw.head()[2])[0]
+        self.assertTrue(payload.endswith(comment + b"data: after\n\n"), payload)
+
+    async def test_large_queue_keeps_its_order(self) -> None:
+        """
+        More than a transport buffer's worth of queued bytes is left to the
+        transport, and the event follows it.
+        """
+        comment = b": " + b"x" * 200_000 + b"\n\n"
+        raw, _ = await self._queued_then_pushed(comment, disconnect=False)
+        await raw.until(lambda: b"after" in dechunk(raw.head()[2])[0])
+        payload = dechunk(raw.head()[2])[0]
+        self.assertTrue(payload.endswith(comment + b"data: after\n\n"))
+
+    async def test_closing_transport_still_closes(self) -> None:
+        """
+        A transport asked to close with bytes queued sends them and closes:
+        an event pushed meanwhile does not take its queue away from it.
+        """
+        comment = b": queued\n\n"
+        raw, _ = await self._queued_then_pushed(comment, disconnect=True)
+        await raw.until_lost()
+        self.assertIn(comment, dechunk(raw.head()[2])[0])
 
 
 class SiteEmbedTests(_RealSocketCase):

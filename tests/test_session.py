@@ -503,7 +503,7 @@ class DisconnectTests(SynchronousTestCase):
         self.assertNotIn(session.id, server.endpoint.sessions)
         for channel in server.endpoint.channels.values():
             self.assertNotIn(session, channel.members)
-        self.assertEqual(session.channels, set())
+        self.assertEqual(session.channels, ())
         self.assertFalse(session.is_connected)
         self.assertEqual(
             server.closed, [(session, server.endpoint, session.id, request)]
@@ -519,7 +519,7 @@ class DisconnectTests(SynchronousTestCase):
         server = SSEServer(channels=["a", "b"])
         connection = server.connect(query=b"?channels=a,b")
         session = server.session(connection)
-        self.assertEqual(session.channels, {"message", "a", "b"})
+        self.assertEqual(session.channels, ("message", "a", "b"))
         connection.disconnect()
         self.assertForgotten(server, connection, session, connection.request)
         self.assertEqual(session.close_reason, "client disconnected")

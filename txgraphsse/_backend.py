@@ -21,7 +21,7 @@ from ._auth import CallableAuthorizer, IAuthorizer
 from ._broker import HistoryPolicy, IBroker, InMemoryBroker
 from ._channel import ChannelSpec
 from ._cors import CORSPolicy
-from ._endpoint import ConnectionCallback, SSEEndpoint
+from ._endpoint import KEPT_REQUEST_HEADERS, ConnectionCallback, SSEEndpoint
 from ._graph import Caller, RouteGraph
 from ._limits import Limits
 from ._session import OverflowPolicy
@@ -126,6 +126,7 @@ class SSEBackend:
         can_join: Callable[[Any, str], bool] | None = None,
         limits: Limits | None = None,
         cors: CORSPolicy | None = None,
+        keep_request_headers: Iterable[bytes] | None = KEPT_REQUEST_HEADERS,
     ) -> SSEEndpoint:
         """
         Serve SSE at C{path}: returns the L{SSEEndpoint}, whose C{resource}
@@ -155,6 +156,10 @@ class SSEBackend:
         @param limits: body size, rates, sessions, calls: L{Limits}.
         @param cors: which other origins may use the endpoint (none unless
             given): L{CORSPolicy}.
+        @param keep_request_headers: the request headers an open stream's
+            C{http_request} keeps once C{on_connection} has run (by default
+            those an access log writes); L{None} keeps all of them.  Read
+            any other header in C{authorize} or C{on_connection}.
         """
         if authorizer is None and (authorize is not None or can_join is not None):
             authorizer = CallableAuthorizer(authorize, can_join)
@@ -179,6 +184,7 @@ class SSEBackend:
             authorizer=authorizer,
             limits=limits,
             cors=cors,
+            keep_request_headers=keep_request_headers,
         )
         self.endpoints[path] = endpoint
         return endpoint

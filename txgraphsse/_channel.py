@@ -106,14 +106,16 @@ class Channel:
         Make C{session} a member: it gets this channel's events from now on.
         """
         self.members[session] = None
-        session.channels.add(self.name)
+        if self.name not in session.channels:
+            session.channels += (self.name,)
 
     def deregister(self, session: SSESession) -> None:
         """
         Make C{session} no longer a member.
         """
         self.members.pop(session, None)
-        session.channels.discard(self.name)
+        if self.name in session.channels:
+            session.channels = tuple(n for n in session.channels if n != self.name)
 
     @property
     def session_count(self) -> int:

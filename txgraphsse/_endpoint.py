@@ -21,6 +21,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 from zope.interface import implementer
 
@@ -40,6 +41,10 @@ from ._stats import Counters
 
 if TYPE_CHECKING:
     from ._resource import SSEResource
+
+#: The request headers an open stream keeps by default: those that
+#: C{twisted.web}'s combined access log writes when the stream ends.
+KEPT_REQUEST_HEADERS: tuple[bytes, ...] = (b"user-agent", b"referer")
 
 __all__ = ["ConnectionCallback", "SSEClient", "SSEEndpoint", "TooManyCalls"]
 
@@ -164,6 +169,7 @@ class SSEEndpoint:
         authorizer: IAuthorizer | None = None,
         limits: Limits | None = None,
         cors: CORSPolicy | None = None,
+        keep_request_headers: Iterable[bytes] | None = KEPT_REQUEST_HEADERS,
     ) -> None:
         from ._resource import SSEResource
 
@@ -187,6 +193,11 @@ class SSEEndpoint:
         )
         self.limits = limits if limits is not None else Limits()
         self.cors = cors if cors is not None else CORSPolicy()
+        self.keep_request_headers = (
+            None
+            if keep_request_headers is None
+            else tuple(name.lower() for name in keep_request_headers)
+        )
         self.stopping = False
         self._per_address: dict[str, int] = {}
         self._buckets: dict[str, TokenBucket] = {}
@@ -424,7 +435,32 @@ class SSEEndpoint:
         )
         if self.on_connection is not None:
             self._callback(self.on_connection, client, request)
+        self._slim(request)
         return client
+
+    def _slim(self, request: Request) -> None:
+        """
+        Let go of what an open stream's request no longer needs: its response
+        headers (on the wire already), its empty body, and the request
+        headers other than C{keep_request_headers}.  Held by ten thousand
+        idle streams, these are a quarter of what each one costs.
+        """
+        if not request.startedWriting:
+            return
+        request.responseHeaders = Headers()
+        content = request.content
+        if content is not None:
+            content.close()
+            request.content = None
+        keep = self.keep_request_headers
+        if keep is not None:
+            received = request.requestHeaders
+            kept = Headers()
+            for name in keep:
+                values = received.getRawHeaders(name)
+                if values is not None:
+                    kept.setRawHeaders(name, values)
+            request.requestHeaders = kept
 
     def _encode_replay(self, replay: Replay, last_event_id: str | None) -> bytes:
         parts = []

@@ -13,7 +13,6 @@ calls or routes.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from twisted.internet import tcp
@@ -58,6 +57,15 @@ class _Hub(Protocol):
     def counters(self) -> Counters: ...
 
 
+class _Writer(Protocol):
+    """
+    Where a session's bytes go when they cannot go straight to the socket:
+    the HTTP/1.x channel, or (HTTP/2) the request.
+    """
+
+    def write(self, data: bytes) -> object: ...
+
+
 @implementer(IPushProducer)
 class SSESession:
     """
@@ -65,15 +73,21 @@ class SSESession:
 
     @ivar id: the session id, at least 128 random bits.
     @ivar state: the application's own per-session data.
-    @ivar http_request: the C{GET} request that opened the stream.
+    @ivar http_request: the C{GET} request that opened the stream.  Once the
+        stream is open its endpoint lets go of what the request no longer
+        needs (see C{keep_request_headers} on C{setup_sse}).
     @ivar last_event_id: what the client sent as C{Last-Event-ID} (header) or
         C{lastEventId} (query) when it opened the stream, or L{None}.
     @ivar principal: what the endpoint's authorizer said the client is.
-    @ivar channels: names of the channels this session belongs to.
+    @ivar channels: names of the channels this session belongs to, in the
+        order it joined them (a tuple).
     @ivar close_reason: why the stream ended, once it has.
     @ivar address: the client's address as the endpoint counts it.
     """
 
+    # Ten thousand idle streams are ten thousand of these: every slot
+    # counts, and what most sessions never use (a backlog, state) is made
+    # on first use.
     __slots__ = (
         "_backlog",
         "_backlog_bytes",
@@ -86,7 +100,7 @@ class SSESession:
         "_paused",
         "_policy",
         "_replaying",
-        "_send",
+        "_state",
         "_tcp",
         "address",
         "channels",
@@ -95,7 +109,6 @@ class SSESession:
         "id",
         "last_event_id",
         "principal",
-        "state",
     )
 
     _log = Logger()
@@ -112,11 +125,11 @@ class SSESession:
         policy: OverflowPolicy = "disconnect",
     ) -> None:
         self.id = session_id if session_id is not None else new_session_id()
-        self.state: dict[str, Any] = {}
+        self._state: dict[str, Any] | None = None
         self.http_request = request
         self.last_event_id = last_event_id
         self.principal = principal
-        self.channels: set[str] = set()
+        self.channels: tuple[str, ...] = ()
         self.close_reason: str | None = None
         self.address = ""
         self._hub = hub
@@ -124,7 +137,7 @@ class SSESession:
         self._paused = False
         self._dropped = False
         self._replaying = False
-        self._backlog: list[bytes] = []
+        self._backlog: list[bytes] | None = None
         self._backlog_bytes = 0
         self._max_backlog = max_backlog
         self._policy = policy
@@ -133,9 +146,7 @@ class SSESession:
         # once.  Anything else (HTTP/2) goes through the request.
         self._chunked = bool(request.chunked)
         channel = request.channel
-        self._out: Callable[[bytes], None] = (
-            channel.write if isinstance(channel, HTTPChannel) else request.write
-        )
+        self._out: _Writer = channel if isinstance(channel, HTTPChannel) else request
         # Plain TCP: while the transport holds nothing back, send straight to
         # the socket.  Twisted's write would buffer, register for
         # writability, and send on a later turn: an epoll round trip per
@@ -144,13 +155,25 @@ class SSESession:
         if isinstance(transport, tcp.Connection):
             transport.setTcpNoDelay(True)
             self._tcp: tcp.Connection | None = transport
-            self._send: Callable[[bytes], int] | None = transport.socket.send
         else:
             self._tcp = None
-            self._send = None
 
     def __repr__(self) -> str:
         return f"<SSESession {self.id[:6]}… connected={self._connected}>"
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """
+        The application's own per-session data: a dict, made on first use.
+        """
+        state = self._state
+        if state is None:
+            state = self._state = {}
+        return state
+
+    @state.setter
+    def state(self, value: dict[str, Any]) -> None:
+        self._state = value
 
     @property
     def is_connected(self) -> bool:
@@ -190,14 +213,32 @@ class SSESession:
         tcp_ = self._tcp
         if (
             tcp_ is not None
-            and not tcp_._tempDataLen
             and not tcp_.dataBuffer
             and tcp_.connected
             and not tcp_._writeDisconnected
         ):
-            assert self._send is not None
+            pending = tcp_._tempDataLen
+            if pending:
+                # Bytes the transport took this turn and has not tried to
+                # send: as a stream opens, its response headers.  They go
+                # first, in the same send, so that an idle stream's transport
+                # never needs a write turn (which would also grow its
+                # attribute dict by half a kilobyte for the stream's life).
+                if (
+                    pending > tcp_.bufferSize
+                    or tcp_.disconnecting
+                    or tcp_.producerPaused
+                ):
+                    self._out.write(data)
+                    return
+                queued = tcp_._tempDataBuffer
+                queued.append(data)
+                data = b"".join(queued)
+                queued.clear()
+                tcp_._tempDataLen = 0
+                tcp_.stopWriting()
             try:
-                sent = self._send(data)
+                sent = tcp_.socket.send(data)
             except BlockingIOError:
                 sent = 0
             except OSError:
@@ -206,29 +247,32 @@ class SSESession:
             if sent == len(data):
                 return
             data = data[sent:]
-        self._out(data)
+        self._out.write(data)
 
     def _hold(self, payload: bytes) -> None:
-        self._backlog.append(payload)
+        backlog = self._backlog
+        if backlog is None:
+            backlog = self._backlog = []
+        backlog.append(payload)
         self._backlog_bytes += len(payload)
         if self._backlog_bytes <= self._max_backlog:
             return
         counters = self._hub.counters
         if self._policy == "drop_oldest":
-            while self._backlog_bytes > self._max_backlog and self._backlog:
-                dropped = self._backlog.pop(0)
+            while self._backlog_bytes > self._max_backlog and backlog:
+                dropped = backlog.pop(0)
                 self._backlog_bytes -= len(dropped)
                 counters.events_dropped += dropped.count(b"\n\n")
             self._dropped = True
             return
         counters.slow_disconnects += 1
-        counters.events_dropped += sum(part.count(b"\n\n") for part in self._backlog)
+        counters.events_dropped += sum(part.count(b"\n\n") for part in backlog)
         self._log.info(
             "Session {session} is too slow: {size} bytes waiting; disconnecting",
             session=self.id[:8],
             size=self._backlog_bytes,
         )
-        self._backlog.clear()
+        self._backlog = None
         self._backlog_bytes = 0
         self.abort("slow consumer")
 
@@ -241,11 +285,11 @@ class SSESession:
         self._paused = False
         if self._replaying or (not self._backlog and not self._dropped):
             return
-        parts = self._backlog
+        parts = self._backlog or []
         if self._dropped:
             parts.insert(0, MISSED_EVENT)
             self._dropped = False
-        self._backlog = []
+        self._backlog = None
         self._backlog_bytes = 0
         self._write(b"".join(parts))
 
@@ -256,6 +300,8 @@ class SSESession:
         """
         self._replaying = False
         if replay:
+            if self._backlog is None:
+                self._backlog = []
             self._backlog.insert(0, replay)
             self._backlog_bytes += len(replay)
         if not self._paused:
@@ -317,6 +363,6 @@ class SSESession:
             self.close_reason = (
                 "client disconnected" if result is not None else "closed"
             )
-        self._backlog = []
+        self._backlog = None
         self._backlog_bytes = 0
         self._hub._session_closed(self, result)
