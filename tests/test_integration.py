@@ -924,7 +924,7 @@ class LeanStreamTests(_RealSocketCase):
         self.assertEqual(headers[b"transfer-encoding"], [b"chunked"])
 
     async def _queued_then_pushed(
-        self, queued: bytes, disconnect: bool
+        self, queued: bytes, disconnect: bool, half_close: bool = False
     ) -> tuple[RawHTTP, tcp.Connection]:
         """
         Leave C{queued} (one framed comment) in the transport's buffer, as
@@ -937,6 +937,8 @@ class LeanStreamTests(_RealSocketCase):
         self.assertGreater(transport._tempDataLen, len(queued))
         if disconnect:
             transport.loseConnection()
+        if half_close:
+            transport.loseWriteConnection()
         session.push("after")
         endpoint._flush()
         return raw, transport
@@ -973,6 +975,18 @@ class LeanStreamTests(_RealSocketCase):
         """
         comment = b": queued\n\n"
         raw, _ = await self._queued_then_pushed(comment, disconnect=True)
+        await raw.until_lost()
+        self.assertIn(comment, dechunk(raw.head()[2])[0])
+
+    async def test_half_closing_transport_still_half_closes(self) -> None:
+        """
+        The same for a transport asked to close only its writing side: the
+        client gets the queued bytes, then the end of the stream.
+        """
+        comment = b": queued\n\n"
+        raw, _ = await self._queued_then_pushed(
+            comment, disconnect=False, half_close=True
+        )
         await raw.until_lost()
         self.assertIn(comment, dechunk(raw.head()[2])[0])
 

@@ -224,9 +224,12 @@ class SSESession:
                 # first, in the same send, so that an idle stream's transport
                 # never needs a write turn (which would also grow its
                 # attribute dict by half a kilobyte for the stream's life).
+                # A transport that must close (or half-close) once its
+                # buffer drains, or has paused its producer, keeps its queue.
                 if (
                     pending > tcp_.bufferSize
                     or tcp_.disconnecting
+                    or tcp_._writeDisconnecting
                     or tcp_.producerPaused
                 ):
                     self._out.write(data)
