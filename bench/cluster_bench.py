@@ -380,9 +380,15 @@ class Sampler:
 
 
 def stream_args(
-    streams: int, control: dict[str, Any], expect: int, timeout: float
+    streams: int,
+    control: dict[str, Any],
+    expect: int,
+    timeout: float,
+    nap_ms: float = 0.0,
 ) -> list[str]:
     return [
+        "--nap-ms",
+        str(nap_ms),
         "--streams",
         str(streams),
         "--mode",
@@ -428,8 +434,11 @@ def scenario(
         expect = int(streams * args.rate * args.seconds)
     sampler = Sampler(pids)
     try:
+        nap = args.client_nap_ms if name == "flood" else 0.0
         result = run_client(
-            port, stream_args(streams, control, expect, args.timeout), args.timeout
+            port,
+            stream_args(streams, control, expect, args.timeout, nap),
+            args.timeout,
         )
     finally:
         sampler.stop()
@@ -691,6 +700,14 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=20, help="events of a burst")
     parser.add_argument("--flood-rate", type=float, default=30)
     parser.add_argument("--flood-seconds", type=float, default=2)
+    parser.add_argument(
+        "--client-nap-ms",
+        type=float,
+        default=0.0,
+        help="flood: the load client sleeps this long after each poll round"
+        " that had work, so that one read takes several events (it times"
+        " events by the kernel's receive timestamps, not by when it reads)",
+    )
     parser.add_argument("--lat-streams", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--seconds", type=float, default=5)

@@ -112,6 +112,10 @@ static double opt_duration = 5.0;
 static double opt_warmup = 1.0;
 static int opt_inflight = 1000;
 static const char *opt_dump = NULL;
+/* stream mode: after a poll round that had work, sleep this long so that
+ * each read takes several events (arrival times are the kernel's receive
+ * timestamps, so neither throughput nor latency depends on when we read) */
+static double opt_nap_ms = 0;
 static FILE *dump_file;
 
 /* state */
@@ -748,13 +752,19 @@ static void on_event(conn *c, uint32_t events) {
 static struct epoll_event evs[4096];
 
 /* Service the sockets for at most ms milliseconds. */
-static void poll_once(int ms) {
+static int poll_once(int ms) {
     int n = epoll_wait(ep, evs, 4096, ms);
     if (n < 0) {
-        if (errno == EINTR) return;
+        if (errno == EINTR) return 0;
         die("epoll_wait");
     }
     for (int i = 0; i < n; i++) on_event(evs[i].data.ptr, evs[i].events);
+    return n;
+}
+
+static void nap(double ms) {
+    struct timespec ts = {(time_t)(ms / 1000), (long)((ms - 1000 * (time_t)(ms / 1000)) * 1e6)};
+    nanosleep(&ts, NULL);
 }
 
 static void serve_for(double seconds) {
@@ -780,7 +790,7 @@ static void usage(void) {
             "usage: loadclient --port P [--host 127.0.0.1] [--path /sse] [--pid PID]\n"
             "  [--streams N] [--mode stream|idle|s2c|c2s] [--control JSON] [--control-stop JSON]\n"
             "  [--expect EVENTS] [--timeout S] [--settle S] [--duration S] [--warmup S]\n"
-            "  [--inflight N] [--control-path /control] [--dump FILE]\n"
+            "  [--inflight N] [--control-path /control] [--dump FILE] [--nap-ms MS]\n"
             "  --dump writes one line per event: stream index, send ns, arrival ns, read ns\n");
     exit(2);
 }
@@ -792,7 +802,7 @@ int main(int argc, char **argv) {
         {"control", 1, 0, 'c'},  {"control-stop", 1, 0, 'C'}, {"expect", 1, 0, 'e'},
         {"timeout", 1, 0, 't'},  {"settle", 1, 0, 's'},       {"duration", 1, 0, 'd'},
         {"warmup", 1, 0, 'w'},   {"inflight", 1, 0, 'f'},     {"control-path", 1, 0, 'x'},
-        {"dump", 1, 0, 'D'},     {0, 0, 0, 0}};
+        {"dump", 1, 0, 'D'},     {"nap-ms", 1, 0, 'N'},       {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
         switch (o) {
@@ -812,6 +822,7 @@ int main(int argc, char **argv) {
         case 'f': opt_inflight = atoi(optarg); break;
         case 'x': opt_control_path = optarg; break;
         case 'D': opt_dump = optarg; break;
+        case 'N': opt_nap_ms = atof(optarg); break;
         default: usage();
         }
     }
@@ -891,7 +902,7 @@ int main(int argc, char **argv) {
         t0 = now_ns();
         if (opt_control) start_control(opt_control);
         while (delivered < opt_expect && now_ns() < deadline && n_closed + n_failed < opt_streams)
-            poll_once(10);
+            if (poll_once(10) > 0 && opt_nap_ms > 0 && delivered < opt_expect) nap(opt_nap_ms);
         srv_cpu1 = proc_cpu(opt_pid);
         mach1 = machine_busy();
         cli_cpu1 = cpu_self();
