@@ -959,8 +959,9 @@ class LeanStreamTests(_RealSocketCase):
 
     async def test_large_queue_keeps_its_order(self) -> None:
         """
-        More than a transport buffer's worth of queued bytes is left to the
-        transport, and the event follows it.
+        More than a transport buffer's worth of queued bytes pauses the
+        stream; the queue stays with the transport, and the event follows
+        it.
         """
         comment = b": " + b"x" * 200_000 + b"\n\n"
         raw, _ = await self._queued_then_pushed(comment, disconnect=False)

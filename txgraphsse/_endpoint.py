@@ -194,9 +194,7 @@ class SSEEndpoint:
         self.limits = limits if limits is not None else Limits()
         self.cors = cors if cors is not None else CORSPolicy()
         self.keep_request_headers = (
-            None
-            if keep_request_headers is None
-            else tuple(name.lower() for name in keep_request_headers)
+            None if keep_request_headers is None else tuple(keep_request_headers)
         )
         self.stopping = False
         self._per_address: dict[str, int] = {}
@@ -442,8 +440,9 @@ class SSEEndpoint:
         """
         Let go of what an open stream's request no longer needs: its response
         headers (on the wire already), its empty body, and the request
-        headers other than C{keep_request_headers}.  Held by ten thousand
-        idle streams, these are a quarter of what each one costs.
+        headers other than C{keep_request_headers} (L{Headers} matches
+        names in any case).  Held by ten thousand idle streams, these were a
+        fifth of what each one cost.
         """
         if not request.startedWriting:
             return

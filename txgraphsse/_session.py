@@ -226,9 +226,10 @@ class SSESession:
                 # attribute dict by half a kilobyte for the stream's life).
                 # A transport that must close (or half-close) once its
                 # buffer drains, or has paused its producer, keeps its queue.
+                # (A queue past the transport's buffer size has paused it: the
+                # HTTP channel is always its streaming producer.)
                 if (
-                    pending > tcp_.bufferSize
-                    or tcp_.disconnecting
+                    tcp_.disconnecting
                     or tcp_._writeDisconnecting
                     or tcp_.producerPaused
                 ):
