@@ -30,6 +30,7 @@ from twisted.web.server import Site
 from txgraphsse import (
     ChannelSpec,
     HistoryPolicy,
+    RemoteCallError,
     SessionClosed,
     SSEBackend,
     SSEEndpoint,
@@ -461,6 +462,37 @@ class SessionTests(RedisTestCase):
             status, _ = await self.post(target, reply)
             self.assertEqual(status, 204)
             self.assertEqual(await call, value)
+            on_b.events[1:] = []
+
+    async def test_error_reply_to_request_from_other_node(self) -> None:
+        """
+        A asks a session that B holds; the client's route fails and it
+        answers with an error, to B (its own node) or to A: A's call fails
+        with the client's code and message, either way, and at once.
+        """
+        a = await self.node("a")
+        b = await self.node("b")
+        on_b = await self.stream(b)
+        sid = on_b.session_id
+        for target, code in ((b, "no_route"), (a, "route_failed")):
+            call = a.endpoint.request({"route": "ask"}, session_id=sid, timeout=30)
+            assert isinstance(call, Deferred)
+            await until(lambda: len(on_b.data()) >= 1, "the request")
+            cid = on_b.data()[-1]["args"][2]
+            reply = {
+                "error": {"code": code, "message": f"{code} on the client"},
+                "callbackId": cid,
+                "sessionId": sid,
+            }
+            status, _ = await self.post(target, reply)
+            self.assertEqual(status, 204)
+            error = await self.assertFailure(call, RemoteCallError)
+            self.assertEqual(
+                (error.code, error.message), (code, f"{code} on the client")
+            )
+            # Settled: the same answer again is not pending anywhere.
+            status, body = await self.post(target, reply)
+            self.assertEqual((status, body["error"]["code"]), (409, "not_pending"))
             on_b.events[1:] = []
 
     async def test_reply_not_pending_anywhere(self) -> None:

@@ -125,10 +125,17 @@ class IDeliverySink(Interface):
             authorizer saw it (its C{subject}, or the principal itself).
         """
 
-    def settle_forwarded(callback_id: str, session_id: str, args: Any) -> bool:
+    def settle_forwarded(
+        callback_id: str,
+        session_id: str,
+        args: Any,
+        error: tuple[str, str] | None = None,
+    ) -> bool:
         """
         A reply to a call this node made, received by another node.
 
+        @param error: the client's C{(code, message)} when its route failed:
+            the call fails with L{RemoteCallError} instead.
         @return: whether it settled a pending call or delivered an update.
         """
 
@@ -197,10 +204,17 @@ class IBroker(Interface):
         """
 
     def settle(
-        key: str, node_id: str, callback_id: str, session_id: str, args: Any
+        key: str,
+        node_id: str,
+        callback_id: str,
+        session_id: str,
+        args: Any,
+        error: tuple[str, str] | None = None,
     ) -> Deferred[bool] | None:
         """
         Hand a reply to the node C{node_id} whose call it answers.
+
+        @param error: the client's C{(code, message)} when its route failed.
         """
 
     def replay(
@@ -325,7 +339,13 @@ class InMemoryBroker:
         return succeed(None)
 
     def settle(
-        self, key: str, node_id: str, callback_id: str, session_id: str, args: Any
+        self,
+        key: str,
+        node_id: str,
+        callback_id: str,
+        session_id: str,
+        args: Any,
+        error: tuple[str, str] | None = None,
     ) -> None:
         return None
 

@@ -268,6 +268,7 @@ def _reply(
         raise not_pending
     args = body.get("args")
     error = body.get("error")
+    failed: RemoteCallError | None = None
     if error is not None:
         # The client's route failed: the server's call fails with it.
         code = error.get("code") if isinstance(error, dict) else None
@@ -278,19 +279,27 @@ def _reply(
         )
         if endpoint.calls.refuse(callback_id, session.id, failed):
             return succeed(Answer(204, has_body=False))
-        # An error is never a subscription's update.
-        raise not_pending
-    if endpoint.calls.settle(callback_id, session.id, args):
-        return succeed(Answer(204, has_body=False))
-    if endpoint.deliver_update(session.id, callback_id, args):
+    elif endpoint.calls.settle(
+        callback_id, session.id, args
+    ) or endpoint.deliver_update(session.id, callback_id, args):
         return succeed(Answer(204, has_body=False))
     broker = endpoint.broker
     if broker.clustered:
         # A call made by another node (its id leads the callbackId), or an
         # update of a subscription another node made ("*": ask them all).
+        # An error is never a subscription's update: it goes to a caller.
         node, dot, _ = callback_id.partition(".")
-        target = node if dot and node != broker.node_id else "*"
-        settled = broker.settle(endpoint.path, target, callback_id, session.id, args)
+        elsewhere = bool(dot) and node != broker.node_id
+        if failed is not None and not elsewhere:
+            raise not_pending
+        settled = broker.settle(
+            endpoint.path,
+            node if elsewhere else "*",
+            callback_id,
+            session.id,
+            args,
+            None if failed is None else (failed.code, failed.message),
+        )
         if settled is not None:
 
             def done(ok: bool) -> Answer:

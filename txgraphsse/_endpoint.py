@@ -28,7 +28,7 @@ from zope.interface import implementer
 from . import _messages as messages
 from ._auth import AllowAll, IAuthorizer
 from ._broker import HistoryPolicy, IBroker, IDeliverySink, Replay, StoredEvent
-from ._calls import CallTable, SessionClosed
+from ._calls import CallTable, RemoteCallError, SessionClosed
 from ._channel import Channel, ChannelSpec
 from ._cors import CORSPolicy
 from ._encoder import KEEPALIVE, encode_event, encode_retry
@@ -323,7 +323,16 @@ class SSEEndpoint:
             self, body, header_session, principal, forwarded=True
         ).addCallbacks(answered, refused)
 
-    def settle_forwarded(self, callback_id: str, session_id: str, args: Any) -> bool:
+    def settle_forwarded(
+        self,
+        callback_id: str,
+        session_id: str,
+        args: Any,
+        error: tuple[str, str] | None = None,
+    ) -> bool:
+        if error is not None:
+            # An error answers a call, never a subscription's update.
+            return self.calls.refuse(callback_id, session_id, RemoteCallError(*error))
         return self.calls.settle(callback_id, session_id, args) or self.deliver_update(
             session_id, callback_id, args
         )

@@ -1617,7 +1617,13 @@ class RedisBroker:
         )
 
     def settle(
-        self, key: str, node_id: str, callback_id: str, session_id: str, args: Any
+        self,
+        key: str,
+        node_id: str,
+        callback_id: str,
+        session_id: str,
+        args: Any,
+        error: tuple[str, str] | None = None,
     ) -> Deferred[bool] | None:
         if not self._up:
             return succeed(False)
@@ -1631,6 +1637,8 @@ class RedisBroker:
             "sid": session_id,
             "a": args,
         }
+        if error is not None:
+            message["e"] = list(error)
         everyone = node_id == "*"
         channel = self._all_channel if everyone else f"{self.prefix}:node:{node_id}"
 
@@ -1654,11 +1662,15 @@ class RedisBroker:
         state = self._endpoints.get(str(message["k"]))
         sink = None if state is None else state.sink
         ok = False
+        error = message.get("e")
         if sink is not None:
             try:
                 ok = bool(
                     sink.settle_forwarded(
-                        str(message["cid"]), str(message["sid"]), message.get("a")
+                        str(message["cid"]),
+                        str(message["sid"]),
+                        message.get("a"),
+                        (str(error[0]), str(error[1])) if error else None,
                     )
                 )
             except Exception:
