@@ -168,12 +168,20 @@ def open_stream(
     target: str = "/sse",
     headers: dict[str, str] | None = None,
     on_event: Callable[[RawSSE, ServerSentEvent], None] | None = None,
+    source: str | None = None,
 ) -> Deferred[RawSSE]:
     """
     Connect a L{RawSSE} to 127.0.0.1:C{port}; fire once it has its session id.
+
+    @param source: the loopback address to connect from (127.0.0.2, ...).
     """
     protocol = RawSSE(target, headers, on_event)
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    endpoint = TCP4ClientEndpoint(
+        reactor,
+        "127.0.0.1",
+        port,
+        bindAddress=None if source is None else (source, 0),
+    )
     connected = connectProtocol(endpoint, protocol)
     connected.addErrback(protocol.opened.errback)
     return protocol.opened

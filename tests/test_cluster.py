@@ -19,8 +19,13 @@ from treq.client import HTTPClient
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from txgraphsse import Limits, SSEBackend
 
 from ._cluster import ClusterClient, Node, clock, free_port, poll, start_nginx
+from ._rawclient import open_stream
 from ._redis import RedisServer
 
 #: Streams opened through nginx.
@@ -359,3 +364,48 @@ class ClusterTests(TestCase):
             self.assertEqual(client.connections, 1, client.name)
         self.assertIsNotNone(victim_node.process.poll())
         self.assertEqual(victim_node.process.returncode, -signal.SIGKILL)
+
+
+class ProxyAddressTests(TestCase):
+    """
+    A node behind the example's nginx counts clients by the address nginx
+    forwards, when it trusts nginx.
+    """
+
+    timeout = 60
+
+    async def test_sessions_per_forwarded_address(self) -> None:
+        """
+        With C{max_sessions_per_address=1} and nginx's address trusted,
+        clients on two loopback addresses each open a stream through nginx;
+        the second stream from one of them is refused with 503.
+        """
+        from twisted.internet import reactor
+
+        backend = SSEBackend(reactor)
+        endpoint = backend.setup_sse(
+            "/sse",
+            keepalive=0,
+            limits=Limits(max_sessions_per_address=1, trusted_proxies=["127.0.0.1"]),
+        )
+        self.addCleanup(endpoint.terminate)
+        root = Resource()
+        root.putChild(b"sse", endpoint.resource)
+        node = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+        self.addCleanup(node.stopListening)
+        port = free_port()
+        nginx = start_nginx(self, port, [node.getHost().port])
+        await nginx.listening(port)
+
+        first = await open_stream(reactor, port, source="127.0.0.2")
+        second = await open_stream(reactor, port, source="127.0.0.3")
+        self.assertEqual(
+            (endpoint.sessions_from("127.0.0.2"), endpoint.sessions_from("127.0.0.3")),
+            (1, 1),
+        )
+        with self.assertRaisesRegex(Exception, "status 503"):
+            await open_stream(reactor, port, source="127.0.0.2")
+        for stream in (first, second):
+            assert stream.transport is not None
+            stream.transport.loseConnection()
+            await stream.closed

@@ -30,6 +30,7 @@ from txgraphsse import (
     TooManyCalls,
     Unauthorized,
 )
+from txgraphsse._limits import client_address
 from txgraphsse._parser import EventStreamParser, ServerSentEvent
 
 SECRET = "s3cret-for-tests-only-0123456789abcdef"
@@ -560,6 +561,51 @@ class LimitTests(SynchronousTestCase):
         code, _, _ = per_address.request("GET")
         self.assertEqual(code, 503)
 
+    def test_per_address_behind_a_trusted_proxy(self) -> None:
+        """
+        With the peer among C{trusted_proxies}, C{X-Forwarded-For} names the
+        client that max_sessions_per_address counts: two clients behind the
+        proxy each get their stream, and the second stream of one of them
+        is refused.  Without it the header means nothing: the proxy's one
+        address is every client's.
+        """
+        behind = Server(
+            self,
+            limits=Limits(max_sessions_per_address=1, trusted_proxies=("127.0.0.1",)),
+        )
+        first = {"X-Forwarded-For": "203.0.113.5"}
+        second = {"X-Forwarded-For": "203.0.113.6"}
+        a = behind.open(headers=first)
+        behind.open(headers=second)
+        code, _, _ = behind.request("GET", headers=first)
+        self.assertEqual(code, 503)
+        self.assertEqual(behind.endpoint.sessions_from("203.0.113.5"), 1)
+        behind.endpoint.sessions[a.session_id].close()
+        behind.pump()
+        behind.open(headers=first)
+
+        direct = Server(self, limits=Limits(max_sessions_per_address=1))
+        direct.open(headers=first)
+        code, _, _ = direct.request("GET", headers=second)
+        self.assertEqual(code, 503)
+
+    def test_call_bucket_per_forwarded_address(self) -> None:
+        """
+        POSTs without a session of this node share a bucket per client
+        address: behind a trusted proxy, per forwarded address.
+        """
+        server = Server(
+            self,
+            limits=Limits(
+                calls_per_second=1, call_burst=1, trusted_proxies=("127.0.0.0/8",)
+            ),
+        )
+        first = {"X-Forwarded-For": "198.51.100.1"}
+        second = {"X-Forwarded-For": "198.51.100.2"}
+        self.assertEqual(server.post({"route": "ping"}, first)[0], 200)
+        self.assertEqual(server.post({"route": "ping"}, first)[0], 429)
+        self.assertEqual(server.post({"route": "ping"}, second)[0], 200)
+
     def test_pending_calls_limit(self) -> None:
         """
         Past max_pending_calls, a new call to that session fails at once
@@ -601,3 +647,76 @@ class LimitTests(SynchronousTestCase):
         code, _, _ = server.request("GET", f"{URL}?channels=news,admin")
         self.assertEqual(code, 403)
         server.open(f"{URL}?channels=news")
+
+
+class ClientAddressTests(SynchronousTestCase):
+    """
+    L{client_address}: who the client is, behind proxies or not.
+    """
+
+    proxies = Limits(trusted_proxies=["127.0.0.1", "10.0.0.0/8"]).trusted_proxies
+
+    def address(self, peer: str, *lines: bytes) -> str:
+        return client_address(peer, list(lines), self.proxies)
+
+    def test_untrusted_peer(self) -> None:
+        """
+        A peer that is no trusted proxy is the client, whatever it says.
+        """
+        self.assertEqual(self.address("192.0.2.9", b"203.0.113.5"), "192.0.2.9")
+
+    def test_nearest_untrusted_hop(self) -> None:
+        """
+        Through trusted proxies, the client is the nearest hop that is not
+        one; what the client wrote further left is not believed.
+        """
+        self.assertEqual(
+            self.address("127.0.0.1", b"6.6.6.6, 203.0.113.5, 10.1.2.3"),
+            "203.0.113.5",
+        )
+        # Header lines are one list, in order.
+        self.assertEqual(
+            self.address("127.0.0.1", b"6.6.6.6", b"203.0.113.5 ,10.1.2.3"),
+            "203.0.113.5",
+        )
+
+    def test_only_proxies(self) -> None:
+        """
+        When every hop is a trusted proxy, the furthest one is the client.
+        """
+        self.assertEqual(self.address("127.0.0.1", b"10.0.0.7, 10.0.0.8"), "10.0.0.7")
+
+    def test_no_header(self) -> None:
+        self.assertEqual(self.address("127.0.0.1"), "127.0.0.1")
+
+    def test_malformed_hop(self) -> None:
+        """
+        A malformed entry where a trusted proxy wrote leaves the last
+        address that was trusted; one the client wrote is never reached.
+        """
+        self.assertEqual(self.address("127.0.0.1", b"10.0.0.1, junk"), "127.0.0.1")
+        self.assertEqual(self.address("127.0.0.1", b"junk, 10.0.0.1"), "10.0.0.1")
+        self.assertEqual(self.address("127.0.0.1", b"junk, 203.0.113.5"), "203.0.113.5")
+        self.assertEqual(self.address("127.0.0.1", b"\xff\xfe"), "127.0.0.1")
+
+    def test_mapped_and_v6(self) -> None:
+        """
+        An IPv4 peer seen through a dual-stack socket is still trusted; IPv6
+        hops are addresses like any other.
+        """
+        self.assertEqual(
+            self.address("::ffff:127.0.0.1", b"2001:db8::1"), "2001:db8::1"
+        )
+
+    def test_not_an_address(self) -> None:
+        """
+        A peer that is not an IP address (a UNIX socket) is the client.
+        """
+        self.assertEqual(self.address("/run/sse.sock", b"203.0.113.5"), "/run/sse.sock")
+
+    def test_bad_network(self) -> None:
+        """
+        A trusted proxy that is no address or network is refused when the
+        limits are made, not when a client comes.
+        """
+        self.assertRaises(ValueError, Limits, trusted_proxies=["nginx"])

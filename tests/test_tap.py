@@ -136,6 +136,22 @@ class OptionsTests(SynchronousTestCase):
             with self.subTest(argv=argv):
                 self.assertRaises(UsageError, _options, *argv)
 
+    def test_trusted_proxies(self) -> None:
+        """
+        C{--trusted-proxy} may be given more than once, as addresses or
+        networks, and reaches the endpoint's limits; anything else is a
+        L{UsageError}.
+        """
+        _, _, endpoint, _ = _service(
+            "--trusted-proxy", "127.0.0.1", "--trusted-proxy", "10.0.0.0/8"
+        )
+        self.assertEqual(
+            [str(n) for n in endpoint.limits.trusted_proxies],
+            ["127.0.0.1/32", "10.0.0.0/8"],
+        )
+        self.assertEqual(_options().limits().trusted_proxies, ())
+        self.assertRaises(UsageError, _options, "--trusted-proxy", "nginx")
+
 
 class MakeServiceTests(SynchronousTestCase):
     """

@@ -10,11 +10,36 @@ asks, and turns a refusal into the PROTOCOL.md error.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from ipaddress import (
+    IPv4Address,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    ip_address,
+    ip_network,
+)
 from typing import Any
 
 from attrs import define, field, frozen
 
-__all__ = ["Limits", "TokenBucket", "json_depth"]
+__all__ = ["Limits", "TokenBucket", "client_address", "json_depth"]
+
+_Network = IPv4Network | IPv6Network
+
+
+def _networks(values: str | Iterable[str | _Network]) -> tuple[_Network, ...]:
+    """
+    Addresses and networks (C{"10.0.0.0/8"}, C{"::1"}) as networks.
+
+    @raise ValueError: for anything else.
+    """
+    if isinstance(values, str):
+        values = [values]
+    return tuple(
+        value if isinstance(value, _Network) else ip_network(value, strict=False)
+        for value in values
+    )
 
 
 @frozen
@@ -37,6 +62,11 @@ class Limits:
         (C{429 rate_limited}).
     @ivar max_channels: channels one session may join (C{403 forbidden}).
     @ivar retry_after: seconds a refused client is told to wait.
+    @ivar trusted_proxies: the proxies (addresses or networks, such as
+        C{"127.0.0.1"} or C{"10.0.0.0/8"}) whose C{X-Forwarded-For} says who
+        the client is, for the per-address limits and the logs.  Behind
+        nginx, without it every client has nginx's address.  A peer not in
+        it is the client, whatever it sends.
     """
 
     max_body: int = 1 << 20
@@ -49,6 +79,7 @@ class Limits:
     max_subscriptions: int | None = 256
     max_channels: int | None = 64
     retry_after: int = 5
+    trusted_proxies: tuple[_Network, ...] = field(default=(), converter=_networks)
 
 
 @define
@@ -76,6 +107,43 @@ class TokenBucket:
             self.tokens -= 1
             return True
         return False
+
+
+def _trusted(address: IPv4Address | IPv6Address, proxies: Sequence[_Network]) -> bool:
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in proxies)
+
+
+def client_address(
+    peer: str, forwarded: Sequence[bytes], proxies: Sequence[_Network]
+) -> str:
+    """
+    Who the client is: C{peer} (the connection's address), or, when the peer
+    is a trusted proxy, the nearest address in C{forwarded} (the
+    C{X-Forwarded-For} lines, which every proxy extends on the right) that
+    is not a trusted proxy.  What lies to the left of that address came
+    from the client and is not believed; a malformed entry where a trusted
+    proxy wrote leaves the last address that was trusted.
+    """
+    if not proxies or not forwarded:
+        return peer
+    try:
+        address = ip_address(peer)
+    except ValueError:
+        return peer
+    if not _trusted(address, proxies):
+        return peer
+    client = peer
+    for raw in reversed(b",".join(forwarded).split(b",")):
+        try:
+            hop = ip_address(raw.strip().decode("ascii"))
+        except (ValueError, UnicodeDecodeError):
+            return client
+        client = str(hop)
+        if not _trusted(hop, proxies):
+            return client
+    return client
 
 
 def json_depth(value: Any, limit: int) -> bool:

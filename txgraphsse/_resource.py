@@ -29,7 +29,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from . import _messages as messages
 from ._auth import AccessDenied, Unauthorized
 from ._dispatch import Answer, dispatch
-from ._limits import json_depth
+from ._limits import Limits, client_address, json_depth
 from ._messages import ProtocolError
 
 if TYPE_CHECKING:
@@ -55,9 +55,13 @@ def _static(name: str) -> bytes:
     return (Path(__file__).parent / "static" / name).read_bytes()
 
 
-def _address(request: Request) -> str:
+def _address(request: Request, limits: Limits) -> str:
     address = request.getClientAddress()
-    return str(getattr(address, "host", address))
+    peer = str(getattr(address, "host", address))
+    if not limits.trusted_proxies:
+        return peer
+    forwarded = request.requestHeaders.getRawHeaders(b"x-forwarded-for") or []
+    return client_address(peer, forwarded, limits.trusted_proxies)
 
 
 def _same_origin(request: Request) -> bool:
@@ -115,7 +119,7 @@ class SSEResource(Resource):
                 "Refused {method} {path} from {peer}: {status} {code}",
                 method=request.method,
                 path=self.endpoint.path,
-                peer=_address(request),
+                peer=_address(request, self.endpoint.limits),
                 status=error.status,
                 code=error.code,
             )
@@ -234,7 +238,7 @@ class SSEResource(Resource):
         per_address = limits.max_sessions_per_address
         if (
             per_address is not None
-            and endpoint.sessions_from(_address(request)) >= per_address
+            and endpoint.sessions_from(_address(request, limits)) >= per_address
         ):
             raise ProtocolError(
                 503, "unavailable", "too many sessions from your address"
@@ -255,7 +259,13 @@ class SSEResource(Resource):
             for name in names:
                 if name not in endpoint.channels:
                     endpoint.add_channel(name)
-            endpoint._open(request, names, last_event_id, principal, _address(request))
+            endpoint._open(
+                request,
+                names,
+                last_event_id,
+                principal,
+                _address(request, endpoint.limits),
+            )
             return NOT_DONE_YET
 
         return self._authorized(request, open_)
@@ -311,7 +321,7 @@ class SSEResource(Resource):
         if caller not in endpoint.sessions:
             # Only sessions this node holds have their own bucket: made-up
             # ids must not mint fresh ones.
-            caller = "@" + _address(request)
+            caller = "@" + _address(request, endpoint.limits)
         if not endpoint.take_call_token(caller):
             raise ProtocolError(429, "rate_limited", "too many calls; slow down")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
+from ipaddress import ip_network
 from typing import Any, cast
 
 from twisted.application.internet import StreamServerEndpointService
@@ -158,6 +159,7 @@ class Options(usage.Options):
         super().__init__()  # type: ignore[no-untyped-call]
         self["ports"] = []
         self["cors"] = []
+        self["trusted-proxies"] = []
         self["argv"] = []
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
@@ -175,6 +177,20 @@ class Options(usage.Options):
         (https://app.example); may be given more than once; * for any.
         """
         self["cors"].append(origin)
+
+    def opt_trusted_proxy(self, network: str) -> None:
+        """
+        A proxy (address or network: 127.0.0.1, 10.0.0.0/8) whose
+        X-Forwarded-For names the client, for the per-address limits and the
+        logs; may be given more than once.
+        """
+        try:
+            ip_network(network, strict=False)
+        except ValueError:
+            raise usage.UsageError(
+                f"--trusted-proxy wants an address or network, not {network!r}"
+            ) from None
+        self["trusted-proxies"].append(network)
 
     def opt_port(self, description: str) -> None:
         """
@@ -234,6 +250,7 @@ class Options(usage.Options):
             max_pending_calls=self["max-pending-calls"],
             max_subscriptions=self["max-subscriptions"],
             max_channels=self["max-channels"],
+            trusted_proxies=self["trusted-proxies"],
         )
 
     def authorizer(self) -> IAuthorizer | None:

@@ -292,7 +292,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         wait_listening(redis_port, redis, "redis-server")
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
 
-        extra = ["--history", str(args.history), "--workers", str(args.workers)]
+        # nginx connects from 127.0.0.1: its X-Forwarded-For names the client.
+        extra = [
+            "--history",
+            str(args.history),
+            "--workers",
+            str(args.workers),
+            "--trusted-proxy",
+            "127.0.0.1",
+        ]
         if args.app:
             extra += ["--app", args.app]
         nodes = []
