@@ -19,7 +19,7 @@ from typing import Any
 from treq.client import HTTPClient
 from twisted.application.service import MultiService
 from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -34,6 +34,7 @@ from ._cluster import (
     Process,
     alive,
     children_of,
+    clock,
     free_port,
     poll,
     run_cluster,
@@ -359,6 +360,48 @@ class WorkerProcessTests(TestCase):
         for client in by_worker[survivor]:
             self.assertEqual(client.connections, 1)
         self.assertIn("died", node.text())
+
+    async def test_metrics_count_every_worker(self) -> None:
+        """
+        With C{--metrics}, a scrape reaches whichever worker the kernel
+        picks, and every scrape counts the streams of both workers.  The
+        directory they share their numbers in is gone after C{SIGTERM}.
+        """
+        import tempfile
+        from pathlib import Path
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        shm = Path("/dev/shm")
+        base = shm if shm.is_dir() else Path(tempfile.gettempdir())
+        before = set(base.glob("txgraphsse-metrics-*"))
+        node = await self._start("--metrics", "/metrics")
+        await self._spread(node)
+        total = len(self.clients)
+
+        async def sessions() -> float:
+            response = await self.posts.get(f"http://127.0.0.1:{node.port}/metrics")
+            text = (await response.text()).strip()
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "graphsse_sessions":
+                        return float(sample.value)
+            self.fail(f"no graphsse_sessions in {text!r}")
+
+        # Each worker adds the other's snapshot, at most a second old: within
+        # a few seconds, eight scrapes in a row (new connections, spread
+        # over both workers by the kernel) all count every stream.
+        seen: list[float] = []
+        deadline = clock().seconds() + 10
+        while seen[-8:] != [total] * 8:
+            self.assertLess(clock().seconds(), deadline, f"saw {seen}, not {total}")
+            seen.append(await sessions())
+            if seen[-1] != total:
+                await deferLater(clock(), 0.2, lambda: None)
+
+        os.kill(node.pid, signal.SIGTERM)
+        await node.exited(STOP)
+        self.assertEqual(set(base.glob("txgraphsse-metrics-*")), before)
 
     async def test_parent_killed_leaves_no_orphans(self) -> None:
         """

@@ -28,9 +28,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -273,6 +275,8 @@ class WorkerSupervisor(Service):
         self._sockets: list[list[socket.socket]] = []
         self.workers = [_Worker(slot) for slot in range(self.count)]
         self._stopping = False
+        #: Where the workers share their metrics (with C{--metrics}).
+        self.metrics_dir: str | None = None
 
     @property
     def pids(self) -> list[int]:
@@ -328,6 +332,12 @@ class WorkerSupervisor(Service):
     def startService(self) -> None:
         self._bind()
         self._stopping = False
+        if self._options["metrics"] and self.metrics_dir is None:
+            # Memory, not disk, where there is a tmpfs: each worker rewrites
+            # its file every second.
+            shm = "/dev/shm"
+            base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+            self.metrics_dir = tempfile.mkdtemp(prefix="txgraphsse-metrics-", dir=base)
         super().startService()  # type: ignore[no-untyped-call]
         reactor = cast(IReactorCore, self._reactor)
         reactor.callWhenRunning(self._start_all)
@@ -354,6 +364,7 @@ class WorkerSupervisor(Service):
             "listen": listen,
             "slot": worker.slot,
             "path": [p for p in sys.path if p],
+            "metrics": self.metrics_dir,
         }
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -463,6 +474,7 @@ class WorkerSupervisor(Service):
             waits.append(ended)
             self._signal(worker, "TERM")
         if not waits:
+            self._forget_metrics()
             return succeed(None)
         clock = cast(IReactorTime, self._reactor)
         kill = clock.callLater(self.stop_timeout, self._kill_all)
@@ -471,8 +483,14 @@ class WorkerSupervisor(Service):
         def finished(_: object) -> None:
             if kill.active():
                 kill.cancel()
+            self._forget_metrics()
 
         return done.addBoth(finished)
+
+    def _forget_metrics(self) -> None:
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            self.metrics_dir = None
 
     def _kill_all(self) -> None:
         for worker in self.workers:
@@ -712,9 +730,16 @@ def main() -> None:
     options = Options()
     options.parseOptions(config["argv"])
     broker = broker_for(options, cast(IReactorTime, reactor))
-    backend, _, site = build(
-        options, None if broker is None else SSEBackend(reactor, broker=broker)
-    )
+    given = None if broker is None else SSEBackend(reactor, broker=broker)
+    shared = None
+    if given is not None and options["metrics"] and config.get("metrics"):
+        from .metrics import SharedStats
+
+        # A scrape reaches one worker: each answers for all of them.
+        shared = SharedStats(
+            given, Path(config["metrics"]), cast(IReactorTime, reactor)
+        )
+    backend, _, site = build(options, given, shared)
     core = cast(IReactorCore, reactor)
     ready: Deferred[None] = Deferred()
 
@@ -739,6 +764,10 @@ def main() -> None:
         waiting.addErrback(not_yet).addBoth(serve)
 
     top = MultiService()
+    if shared is not None:
+        shared.setServiceParent(top)  # type: ignore[no-untyped-call]
+        # The last snapshot, with what closing the streams counted.
+        core.addSystemEventTrigger("after", "shutdown", shared.publish, False)
     SSEService(backend).setServiceParent(top)  # type: ignore[no-untyped-call]
     for entry in config["listen"]:
         _AdoptedPort(

@@ -5,19 +5,34 @@ C{metrics} extra, C{prometheus_client}).
 
 The collector reads each endpoint's L{SSEEndpoint.stats} when Prometheus
 scrapes, so serving metrics costs nothing between scrapes.
+
+With C{twistd graphsse --workers N} a scrape reaches one worker, chosen by
+the kernel.  L{SharedStats} lets each one answer for all: every worker writes
+a snapshot of its stats to a directory the parent made (on C{/dev/shm} where
+there is one) once a second, and the collector adds the other workers'
+snapshots to its own live numbers.  Counters include workers that have
+ended (their last snapshot stays), so that totals never go back when a
+worker is replaced; gauges count only workers whose snapshot is recent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from ._backend import SSEBackend
 
-__all__ = ["MetricsResource", "SSECollector"]
+__all__ = ["MetricsResource", "SSECollector", "SharedStats"]
 
 _COUNTERS = {
     "events_published": "Channel events published",
@@ -32,13 +47,161 @@ _COUNTERS = {
 }
 
 
-class SSECollector:
+#: Gauges: what a process holds now, not what it has done.
+_GAUGES = ("sessions", "pending_calls")
+
+
+def _stats_of(backend: SSEBackend) -> list[Mapping[str, Any]]:
+    return [e.stats() for e in backend.endpoints.values() if not e.closed]
+
+
+class SharedStats(Service):
     """
-    A C{prometheus_client} collector over a backend's endpoints.
+    The stats of the workers of one machine, shared through files in
+    C{directory}: one C{<name>.json} per worker process.
+
+    As a service it writes this process's snapshot every C{interval}
+    seconds, and a last one, marked ended, when it stops.
+
+    @ivar stale_after: seconds after which a snapshot's gauges no longer
+        count (a worker killed without a last word).
     """
 
-    def __init__(self, backend: SSEBackend) -> None:
+    _log = Logger()
+
+    def __init__(
+        self,
+        backend: SSEBackend,
+        directory: Path,
+        clock: IReactorTime,
+        interval: float = 1.0,
+        name: str | None = None,
+    ) -> None:
+        """
+        @param name: this process's file name among the workers': by
+            default its PID, which no other running worker has.
+        """
         self.backend = backend
+        self.directory = directory
+        self.interval = interval
+        self.stale_after = 3 * interval
+        self._clock = clock
+        self._name = str(os.getpid()) if name is None else name
+        self._loop = LoopingCall(self.publish)
+        self._loop.clock = clock
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._loop.start(self.interval, now=True)
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self._loop.running:
+            self._loop.stop()
+        self.publish(live=False)
+
+    def publish(self, live: bool = True) -> None:
+        """
+        Write this process's snapshot (a small file, replaced at once).
+        """
+        snapshot = {
+            "name": self._name,
+            "time": self._clock.seconds(),
+            "live": live,
+            # Closed endpoints too: their counters are what this worker
+            # did, and its last snapshot is taken after they close.
+            "endpoints": [e.stats() for e in self.backend.endpoints.values()],
+        }
+        target = self.directory / f"{self._name}.json"
+        partial = self.directory / f".{self._name}.json.tmp"
+        try:
+            partial.write_text(json.dumps(snapshot))
+            os.replace(partial, target)
+        except OSError as error:
+            self._log.warn(
+                "Could not share this worker's metrics: {error}", error=error
+            )
+
+    def others(self) -> list[tuple[bool, Sequence[Mapping[str, Any]]]]:
+        """
+        The other workers' snapshots: whether each still counts as live,
+        and its endpoints' stats.
+        """
+        found: list[tuple[bool, Sequence[Mapping[str, Any]]]] = []
+        now = self._clock.seconds()
+        try:
+            entries = list(self.directory.glob("*.json"))
+        except OSError:
+            return []
+        for entry in entries:
+            if entry.name == f"{self._name}.json":
+                continue
+            try:
+                snapshot = json.loads(entry.read_text())
+                live = bool(snapshot["live"]) and (
+                    now - float(snapshot["time"]) <= self.stale_after
+                )
+                found.append((live, list(snapshot["endpoints"])))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return found
+
+
+def _merge(
+    own: Sequence[Mapping[str, Any]],
+    others: Sequence[tuple[bool, Sequence[Mapping[str, Any]]]],
+) -> list[dict[str, Any]]:
+    """
+    Add the other workers' stats to this process's, endpoint by endpoint:
+    counters and histograms from all of them, gauges from live ones.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+
+    def add(stats: Mapping[str, Any], live: bool) -> None:
+        path = stats["path"]
+        into = merged.get(path)
+        if into is None:
+            into = merged[path] = {
+                "path": path,
+                "channels": {},
+                "call_latency": {"sum": 0.0, "buckets": []},
+                **dict.fromkeys((*_GAUGES, *_COUNTERS), 0),
+            }
+        for name in _COUNTERS:
+            into[name] += stats.get(name, 0)
+        calls = stats.get("call_latency", {})
+        into["call_latency"]["sum"] += calls.get("sum", 0.0)
+        buckets = into["call_latency"]["buckets"]
+        for index, (bound, count) in enumerate(calls.get("buckets", [])):
+            if index < len(buckets):
+                buckets[index] = (buckets[index][0], buckets[index][1] + count)
+            else:
+                buckets.append((float(bound), count))
+        if not live:
+            return
+        for name in _GAUGES:
+            into[name] += stats.get(name, 0)
+        channels = into["channels"]
+        for channel, count in stats.get("channels", {}).items():
+            channels[channel] = channels.get(channel, 0) + count
+
+    for stats in own:
+        add(stats, True)
+    for live, endpoints in others:
+        for stats in endpoints:
+            add(stats, live)
+    return list(merged.values())
+
+
+class SSECollector:
+    """
+    A C{prometheus_client} collector over a backend's endpoints, and over
+    the other workers' when given their L{SharedStats}.
+    """
+
+    def __init__(self, backend: SSEBackend, shared: SharedStats | None = None) -> None:
+        self.backend = backend
+        self.shared = shared
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import (
@@ -48,7 +211,9 @@ class SSECollector:
         )
         from prometheus_client.utils import floatToGoString
 
-        stats = [e.stats() for e in self.backend.endpoints.values() if not e.closed]
+        stats: Sequence[Mapping[str, Any]] = _stats_of(self.backend)
+        if self.shared is not None:
+            stats = _merge(stats, self.shared.others())
         sessions = GaugeMetricFamily(
             "graphsse_sessions", "Open streams", labels=["path"]
         )
@@ -99,12 +264,12 @@ class MetricsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, backend: SSEBackend) -> None:
+    def __init__(self, backend: SSEBackend, shared: SharedStats | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         from prometheus_client import CollectorRegistry
 
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SSECollector(backend))
+        self.registry.register(SSECollector(backend, shared))
 
     def render_GET(self, request: Request) -> bytes:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -15,7 +15,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 from ipaddress import ip_network
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
@@ -33,6 +33,9 @@ from ._broker import HistoryPolicy, IBroker
 from ._cors import CORSPolicy
 from ._endpoint import SSEEndpoint
 from ._limits import Limits
+
+if TYPE_CHECKING:
+    from .metrics import SharedStats
 
 __all__ = ["Options", "makeService", "mount"]
 
@@ -349,10 +352,15 @@ def broker_for(options: Options, reactor: IReactorTime) -> IBroker | None:
 
 
 def build(
-    options: Options, backend: SSEBackend | None = None
+    options: Options,
+    backend: SSEBackend | None = None,
+    shared: SharedStats | None = None,
 ) -> tuple[SSEBackend, SSEEndpoint, Site]:
     """
     The backend, endpoint and site that C{options} describe.
+
+    @param shared: with C{--metrics} in a worker, the workers' shared
+        stats, so that its metrics answer for all of them.
     """
     app = _load(options["app"]) if options["app"] else None
     if isinstance(app, SSEBackend):
@@ -397,7 +405,7 @@ def build(
     if options["metrics"]:
         from .metrics import MetricsResource
 
-        mount(root, options["metrics"], MetricsResource(backend))
+        mount(root, options["metrics"], MetricsResource(backend, shared))
     # Twisted switches the idle timeout off while a request runs, so it
     # never ends a stream; it ends connections that trickle headers or a
     # body (slowloris), and idle keep-alive connections.
