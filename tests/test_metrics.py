@@ -128,3 +128,36 @@ class SharedStatsTests(SynchronousTestCase):
         (self.shared_one.directory / "junk.json").write_text("{not json")
         self.one.connect()
         self.assertEqual(scrape(self, self.metrics)[("graphsse_sessions", PATH)], 1)
+
+
+class MergeTests(SynchronousTestCase):
+    """
+    L{_merge}, the sum of several workers' stats.
+    """
+
+    def test_call_latency_adds_up(self) -> None:
+        """
+        The call-latency histograms of the workers add up bucket by bucket,
+        their sums too, live or not.
+        """
+        from txgraphsse.metrics import _merge
+
+        def stats(buckets: list[tuple[float, int]], total: float) -> dict[str, Any]:
+            return {
+                "path": "/sse",
+                "sessions": 1,
+                "channels": {},
+                "call_latency": {"sum": total, "buckets": buckets},
+            }
+
+        inf = float("inf")
+        merged = _merge(
+            [stats([(0.1, 1), (1.0, 2), (inf, 2)], 0.5)],
+            [(False, [stats([(0.1, 0), (1.0, 3), (inf, 4)], 4.0)])],
+        )
+        self.assertEqual(len(merged), 1)
+        self.assertEqual(
+            merged[0]["call_latency"],
+            {"sum": 4.5, "buckets": [(0.1, 1), (1.0, 5), (inf, 6)]},
+        )
+        self.assertEqual(merged[0]["sessions"], 1)
