@@ -10,15 +10,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgraphsse.metrics import MetricsResource, SharedStats
 
 from .test_session import SSEServer
-
-PATH = (("path", "/sse"),)
+from .test_shutdown_tls import PATH, _metrics
 
 
 def scrape(case: SynchronousTestCase, resource: MetricsResource) -> dict[Any, float]:
@@ -27,12 +25,7 @@ def scrape(case: SynchronousTestCase, resource: MetricsResource) -> dict[Any, fl
     """
     stub = StubTreq(resource)
     response = case.successResultOf(stub.get("http://x/metrics"))
-    text = case.successResultOf(stub.content(response)).decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    return _metrics(case.successResultOf(stub.content(response)).decode())
 
 
 class SharedStatsTests(SynchronousTestCase):
