@@ -768,12 +768,13 @@ def report(
         " stream, one TCP segment each, and the client acknowledges what each"
         " read took (on loopback the kernel's work for a segment falls on"
         " whoever sends it). With 10,000 streams each stream gets an event"
-        " every 50-80 ms: a read takes one event, so a delivery costs two"
-        ' segments ("TCP segments per delivery" about 2) and the client'
-        " needs more than half the server's CPU per delivery. Once two"
-        " workers fill both cores, about a third of the machine goes to the"
-        " client, which caps the wall-clock ratio near 2 x server / (server +"
-        " client) CPU per delivery. With 1,000 streams at a higher rate a"
+        " every 50-80 ms: most reads take one event, so a delivery costs"
+        ' close to two segments ("TCP segments per delivery" 1.7-2) and the'
+        " client needs 2-4 µs of CPU per delivery against the server's 7."
+        " Once two workers fill both cores, the client and the kernel's"
+        " deferred network work take about a quarter of the machine, which"
+        " caps the wall-clock ratio near 2 x server / (server + client +"
+        " the rest) CPU per delivery. With 1,000 streams at a higher rate a"
         " read takes several events and one acknowledgement covers them: the"
         " client's share falls and the workers' gain shows.",
         "- The machine is a VM shared with other work: a load average above"
