@@ -222,6 +222,23 @@ class CallsTests(BrowserTestCase):
         # bump(3) came after the page's unsubscription: still two ticks.
         self.assertEqual(page.evaluate("seen.ticks"), [10, 20])
 
+    def test_updates_in_order(self) -> None:
+        """
+        The server's subscriber gets a browser route's outputs in the order
+        the route made them, even when the server is slow to take the
+        first: the page sends the next only once the one before is answered.
+        """
+        server = self.start()
+        page = self.open_page(server)
+        sid = self.session_of(page)
+        self.call(server, "test_watch", sid, "sensor")
+        self.assertTrue(self.call(server, "test_hold", '"callbackId":"sensor"', 0.3))
+        outputs = await_js(
+            page, "Promise.all([1, 2, 3, 4].map((n) => sse.call('sensor', [n])))"
+        )
+        self.assertEqual(outputs, [2, 3, 4, 5])
+        self.assertEqual(self._updates(server, sid, 4), [2, 3, 4, 5])
+
     def _updates(self, server: ServerProcess, sid: str, count: int) -> list[Any]:
         for _ in range(100):
             updates = self.call(server, "test_updates", sid)

@@ -842,6 +842,43 @@ class Recorder(Resource):
         return [h for m, h, _ in self.seen if m == b"GET"]
 
 
+class HoldFirstUpdate(Resource):
+    """
+    Lets the endpoint's resource answer every request, but holds the first
+    C{POST} whose body has C{marker} for a while before it does.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: Resource, clock: IReactorTime, marker: bytes) -> None:
+        super().__init__()
+        self.inner = inner
+        self.clock = clock
+        self.marker = marker
+        self.held = 0
+
+    def render(self, request: Request) -> Any:
+        assert request.content is not None
+        body = request.content.read()
+        request.content.seek(0)
+        if (
+            request.method == b"POST"
+            and self.marker in body
+            and b"callbackId" in body
+            and not self.held
+        ):
+            self.held += 1
+            self.clock.callLater(0.3, self._answer, request)
+            return NOT_DONE_YET
+        return self.inner.render(request)
+
+    def _answer(self, request: Request) -> None:
+        result = self.inner.render(request)
+        if result is not NOT_DONE_YET:
+            request.write(result)
+            request.finish()
+
+
 class Refuse(Resource):
     """
     Answers every C{GET} with a status and nothing else.
@@ -1319,6 +1356,26 @@ class GraphSSEClientTests(_RealCase):
         self.assertFalse(
             await within(endpoint.unsubscribe("level", sub, session_id=sid))
         )
+
+    async def test_server_subscription_updates_in_order(self) -> None:
+        """
+        A route's updates reach the server's subscriber in the order the
+        route made them, even when the server is slow to take the first:
+        the next is not sent before it is answered.
+        """
+        endpoint = self.endpoint()
+        held = HoldFirstUpdate(endpoint.resource, self.reactor, b'"level"')
+        client = self.client()
+        client.add_route("level", lambda n: n)
+        connection = await within(client.connect(self.serve(held)))
+        sid = connection.session_id
+        updates: list[Any] = []
+        await within(endpoint.subscribe("level", updates.append, session_id=sid))
+        for n in range(1, 5):
+            await within(client.call_local("level", n))
+        await until(lambda: len(updates) == 4, "every update")
+        self.assertEqual(updates, [1, 2, 3, 4])
+        self.assertEqual(held.held, 1)
 
     async def test_server_subscribe_unknown_route(self) -> None:
         """

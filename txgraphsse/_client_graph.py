@@ -28,6 +28,7 @@ from treq.client import HTTPClient
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
+    DeferredLock,
     fail,
     gatherResults,
     maybeDeferred,
@@ -217,6 +218,8 @@ class Connection:
         self._settled: deque[str] = deque(maxlen=_SETTLED_MEMORY)
         self._subscriptions: dict[str, _Subscription] = {}
         self._served: dict[str, set[int]] = {}
+        # One update of a route at a time, so that they arrive in order.
+        self._updating: dict[str, DeferredLock] = {}
         self._posts: set[Deferred[Any]] = set()
         self._tasks: set[Deferred[Any]] = set()
         self._event_types = {"message"}
@@ -495,8 +498,21 @@ class Connection:
             return failure
 
         update = {"args": output, "callbackId": route, "sessionId": session_id}
-        posted = self._post_with(lambda _: update, session_id=session_id)
-        self._background(posted.addErrback(gone))
+        # Each update waits for the one before it: POSTs on several
+        # connections may overtake one another, and a subscriber must see
+        # the route's outputs in the order the route made them.
+        lock = self._updating.get(route)
+        if lock is None:
+            lock = self._updating[route] = DeferredLock()
+
+        def idle(result: object) -> object:
+            free = not lock.locked and not lock.waiting
+            if free and self._updating.get(route) is lock:
+                del self._updating[route]
+            return result
+
+        posted = lock.run(self._post_with, lambda _: update, session_id=session_id)
+        self._background(posted.addErrback(gone).addBoth(idle))
 
     def _track(self, work: Deferred[Any]) -> None:
         self._tasks.add(work)

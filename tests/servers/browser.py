@@ -33,8 +33,9 @@ import sys
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 from twisted.web.static import Data
 
 from txgraphsse import SSEBackend, SSEEndpoint
@@ -241,6 +242,39 @@ def add_routes(backend: SSEBackend, endpoint: SSEEndpoint) -> None:
         return len(open_)
 
 
+class HoldNext(Resource):
+    """
+    The endpoint's resource, but the next C{POST} whose body has a marker
+    the test chose waits a while before the endpoint gets it: a slow first
+    request, which later ones on other connections could overtake.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: Resource, clock: IReactorTime) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.inner = inner
+        self.clock = clock
+        self.marker: bytes | None = None
+        self.seconds = 0.0
+
+    def render(self, request: Request) -> Any:
+        assert request.content is not None
+        body = request.content.read()
+        request.content.seek(0)
+        if request.method == b"POST" and self.marker and self.marker in body:
+            self.marker = None
+            self.clock.callLater(self.seconds, self._answer, request)
+            return NOT_DONE_YET
+        return self.inner.render(request)
+
+    def _answer(self, request: Request) -> None:
+        result = self.inner.render(request)
+        if result is not NOT_DONE_YET:
+            request.write(result)
+            request.finish()
+
+
 def announce_routes(backend: SSEBackend) -> None:
     """
     For C{twistd graphsse --app tests.servers.browser:announce_routes}: the
@@ -279,7 +313,18 @@ def make_site(publish: list[str]) -> Site:
     html = "text/html; charset=utf-8"
     root.putChild(b"", Data(PAGE.encode("utf-8"), html))
     root.putChild(b"classic", Data(CLASSIC_PAGE.encode("utf-8"), html))
-    root.putChild(b"sse", endpoint.resource)
+    hold = HoldNext(endpoint.resource, reactor)
+
+    @backend.route("test_hold")
+    def hold_next(marker: str, seconds: float) -> bool:
+        """
+        Hold the next C{POST} whose body has C{marker} for C{seconds}.
+        """
+        hold.marker = marker.encode("utf-8")
+        hold.seconds = seconds
+        return True
+
+    root.putChild(b"sse", hold)
     return Site(root)
 
 

@@ -219,6 +219,8 @@ export class GraphSSE {
   #subscriptions = new Map();
   /** @type {Map<string, Set<number>>} the server's subscriptions to our routes */
   #served = new Map();
+  /** @type {Map<string, Promise<void>>} the last update of each route on its way */
+  #updating = new Map();
   #lastSub = 0;
   #attempts = 0;
   /** @type {ReturnType<typeof setTimeout> | null} */
@@ -418,10 +420,24 @@ export class GraphSSE {
   emit(name, value) {
     const sessionId = this.sessionId;
     if (value === undefined || !this.#served.get(name)?.size || !sessionId) return;
-    this.#post({ args: value, callbackId: name, sessionId }).catch((error) => {
-      if (error.status === 404 || error.status === 409) this.#served.delete(name);
-      this.#report(error);
-    });
+    const body = { args: value, callbackId: name, sessionId };
+    // Each update waits for the one before it: POSTs on several connections
+    // may overtake one another, and a subscriber must see the route's
+    // outputs in the order the route made them.
+    const previous = this.#updating.get(name) ?? Promise.resolve();
+    const sent = previous
+      .then(() => this.#post(body))
+      .then(
+        () => undefined,
+        (error) => {
+          if (error.status === 404 || error.status === 409) this.#served.delete(name);
+          this.#report(error);
+        },
+      )
+      .finally(() => {
+        if (this.#updating.get(name) === sent) this.#updating.delete(name);
+      });
+    this.#updating.set(name, sent);
   }
 
   // The stream
