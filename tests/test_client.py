@@ -57,6 +57,8 @@ from txgraphsse.client import (
     UnknownRoute,
 )
 
+from .servers import HoldNext
+
 #: Seconds any single wait over real sockets may take before the test fails.
 WAIT = 5.0
 
@@ -842,43 +844,6 @@ class Recorder(Resource):
         return [h for m, h, _ in self.seen if m == b"GET"]
 
 
-class HoldFirstUpdate(Resource):
-    """
-    Lets the endpoint's resource answer every request, but holds the first
-    C{POST} whose body has C{marker} for a while before it does.
-    """
-
-    isLeaf = True
-
-    def __init__(self, inner: Resource, clock: IReactorTime, marker: bytes) -> None:
-        super().__init__()
-        self.inner = inner
-        self.clock = clock
-        self.marker = marker
-        self.held = 0
-
-    def render(self, request: Request) -> Any:
-        assert request.content is not None
-        body = request.content.read()
-        request.content.seek(0)
-        if (
-            request.method == b"POST"
-            and self.marker in body
-            and b"callbackId" in body
-            and not self.held
-        ):
-            self.held += 1
-            self.clock.callLater(0.3, self._answer, request)
-            return NOT_DONE_YET
-        return self.inner.render(request)
-
-    def _answer(self, request: Request) -> None:
-        result = self.inner.render(request)
-        if result is not NOT_DONE_YET:
-            request.write(result)
-            request.finish()
-
-
 class Refuse(Resource):
     """
     Answers every C{GET} with a status and nothing else.
@@ -1364,7 +1329,8 @@ class GraphSSEClientTests(_RealCase):
         the next is not sent before it is answered.
         """
         endpoint = self.endpoint()
-        held = HoldFirstUpdate(endpoint.resource, self.reactor, b'"level"')
+        held = HoldNext(endpoint.resource, self.reactor)
+        held.hold(b'"callbackId":"level"', 0.3)
         client = self.client()
         client.add_route("level", lambda n: n)
         connection = await within(client.connect(self.serve(held)))

@@ -15,11 +15,59 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import globalLogBeginner, textFileLogObserver
-from twisted.web.server import Site
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
-__all__ = ["serve"]
+__all__ = ["HoldNext", "serve"]
+
+
+class HoldNext(Resource):
+    """
+    An endpoint's resource, except that after L{hold} the next C{POST}
+    whose body has the marker waits a while before the endpoint gets it: a
+    slow first request, which later ones on other connections could
+    overtake.
+
+    @ivar held: how many requests it has held.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: Resource, clock: IReactorTime) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.inner = inner
+        self.clock = clock
+        self.marker: bytes | None = None
+        self.seconds = 0.0
+        self.held = 0
+
+    def hold(self, marker: bytes, seconds: float) -> None:
+        """
+        Hold the next C{POST} whose body has C{marker} for C{seconds}.
+        """
+        self.marker = marker
+        self.seconds = seconds
+
+    def render(self, request: Request) -> Any:
+        assert request.content is not None
+        body = request.content.read()
+        request.content.seek(0)
+        if request.method == b"POST" and self.marker and self.marker in body:
+            self.marker = None
+            self.held += 1
+            self.clock.callLater(self.seconds, self._answer, request)
+            return NOT_DONE_YET
+        return self.inner.render(request)
+
+    def _answer(self, request: Request) -> None:
+        result = self.inner.render(request)
+        if result is not NOT_DONE_YET:
+            request.write(result)
+            request.finish()
 
 
 def serve(make_site: Callable[[], Site], argv: Sequence[str] | None = None) -> None:

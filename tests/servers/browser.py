@@ -33,14 +33,13 @@ import sys
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import Site
 from twisted.web.static import Data
 
 from txgraphsse import SSEBackend, SSEEndpoint
 
-from . import serve
+from . import HoldNext, serve
 
 __all__ = ["PAGE", "RETRY", "announce_routes", "make_site"]
 
@@ -242,39 +241,6 @@ def add_routes(backend: SSEBackend, endpoint: SSEEndpoint) -> None:
         return len(open_)
 
 
-class HoldNext(Resource):
-    """
-    The endpoint's resource, but the next C{POST} whose body has a marker
-    the test chose waits a while before the endpoint gets it: a slow first
-    request, which later ones on other connections could overtake.
-    """
-
-    isLeaf = True
-
-    def __init__(self, inner: Resource, clock: IReactorTime) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.inner = inner
-        self.clock = clock
-        self.marker: bytes | None = None
-        self.seconds = 0.0
-
-    def render(self, request: Request) -> Any:
-        assert request.content is not None
-        body = request.content.read()
-        request.content.seek(0)
-        if request.method == b"POST" and self.marker and self.marker in body:
-            self.marker = None
-            self.clock.callLater(self.seconds, self._answer, request)
-            return NOT_DONE_YET
-        return self.inner.render(request)
-
-    def _answer(self, request: Request) -> None:
-        result = self.inner.render(request)
-        if result is not NOT_DONE_YET:
-            request.write(result)
-            request.finish()
-
-
 def announce_routes(backend: SSEBackend) -> None:
     """
     For C{twistd graphsse --app tests.servers.browser:announce_routes}: the
@@ -320,8 +286,7 @@ def make_site(publish: list[str]) -> Site:
         """
         Hold the next C{POST} whose body has C{marker} for C{seconds}.
         """
-        hold.marker = marker.encode("utf-8")
-        hold.seconds = seconds
+        hold.hold(marker.encode("utf-8"), seconds)
         return True
 
     root.putChild(b"sse", hold)
