@@ -225,7 +225,11 @@ class SSEResource(Resource):
             last_event_id = header.decode("utf-8", "replace")
         return names, last_event_id
 
-    def _check_capacity(self, request: Request) -> None:
+    def _check_capacity(self, address: str) -> None:
+        """
+        Refuse a stream the endpoint has no room for, or that the client at
+        C{address} has no more room for.
+        """
         endpoint = self.endpoint
         limits = endpoint.limits
         if endpoint.stopping:
@@ -236,21 +240,21 @@ class SSEResource(Resource):
         ):
             raise ProtocolError(503, "unavailable", "too many sessions; retry later")
         per_address = limits.max_sessions_per_address
-        if (
-            per_address is not None
-            and endpoint.sessions_from(_address(request, limits)) >= per_address
-        ):
+        if per_address is not None and endpoint.sessions_from(address) >= per_address:
             raise ProtocolError(
                 503, "unavailable", "too many sessions from your address"
             )
 
     def render_GET(self, request: Request) -> _Rendered:
-        self._check_capacity(request)
+        # Once per stream: behind a proxy it means reading X-Forwarded-For.
+        address = _address(request, self.endpoint.limits)
+        self._check_capacity(address)
         names, last_event_id = self._stream_arguments(request)
 
         def open_(principal: Any) -> _Rendered:
             endpoint = self.endpoint
-            self._check_capacity(request)
+            # Again: the authorizer may have taken a while.
+            self._check_capacity(address)
             for name in names:
                 if not endpoint.authorizer.can_join(principal, name):
                     raise ProtocolError(
@@ -259,13 +263,7 @@ class SSEResource(Resource):
             for name in names:
                 if name not in endpoint.channels:
                     endpoint.add_channel(name)
-            endpoint._open(
-                request,
-                names,
-                last_event_id,
-                principal,
-                _address(request, endpoint.limits),
-            )
+            endpoint._open(request, names, last_event_id, principal, address)
             return NOT_DONE_YET
 
         return self._authorized(request, open_)
@@ -273,7 +271,7 @@ class SSEResource(Resource):
     def render_HEAD(self, request: Request) -> _Rendered:
         # What a GET would meet, so that a client's probe reads the refusal
         # and its Retry-After.
-        self._check_capacity(request)
+        self._check_capacity(_address(request, self.endpoint.limits))
         self._stream_arguments(request)
 
         def headers(principal: Any) -> bytes:
