@@ -370,8 +370,8 @@ class Sampler:
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
-        self.samples: list[tuple[float, dict[str, float | None]]] = []
-        self.segments: list[int] = []
+        #: (time, CPU seconds by name, TCP segments sent so far)
+        self.samples: list[tuple[float, dict[str, float | None], int]] = []
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -379,28 +379,23 @@ class Sampler:
     def _run(self) -> None:
         while not self._done.is_set():
             now = time.monotonic()
-            self.samples.append(
-                (now, {name: _cpu_of(pid) for name, pid in self.pids.items()})
-            )
-            self.segments.append(_tcp_segments())
+            cpu = {name: _cpu_of(pid) for name, pid in self.pids.items()}
+            self.samples.append((now, cpu, _tcp_segments()))
             self._done.wait(0.02)
 
     def stop(self) -> None:
         self._done.set()
         self._thread.join()
 
-    def _at(self, moment: float) -> tuple[int, dict[str, float | None]]:
-        index = min(
-            range(len(self.samples)), key=lambda i: abs(self.samples[i][0] - moment)
-        )
-        return index, self.samples[index][1]
+    def _at(self, moment: float) -> tuple[float, dict[str, float | None], int]:
+        return min(self.samples, key=lambda s: abs(s[0] - moment))
 
     def segments_between(self, start: float, end: float) -> int:
         """
         TCP segments sent from C{start} to C{end} (nearest samples): data,
         and the clients' acknowledgements.
         """
-        return self.segments[self._at(end)[0]] - self.segments[self._at(start)[0]]
+        return self._at(end)[2] - self._at(start)[2]
 
     def between(self, start: float, end: float) -> dict[str, float]:
         """
