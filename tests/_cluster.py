@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.iweb import IResponse
 
-from txgraphsse._parser import EventStreamParser, ServerSentEvent
+from txgraphsse import EventStreamParser, ServerSentEvent
 
 from ._redis import free_port
 

@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from txgraphsse._parser import EventStreamParser, ServerSentEvent
+from txgraphsse import EventStreamParser, ServerSentEvent
 
 
 def raise_fd_limit(wanted: int = 16_384) -> None:

@@ -19,11 +19,12 @@ from txgraphsse import (
     InMemoryBroker,
     Limits,
     Replay,
+    ServerSentEvent,
+    SSESession,
     StoredEvent,
+    encode_event,
 )
-from txgraphsse._encoder import chunk, encode_event
-from txgraphsse._parser import ServerSentEvent
-from txgraphsse._session import SSESession
+from txgraphsse._encoder import chunk
 
 from .test_session import LAST_CHUNK, SSEServer, StreamConnection
 

@@ -12,14 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from txgraphsse._encoder import (
-    KEEPALIVE,
-    chunk,
+from txgraphsse import (
+    EventStreamParser,
+    ServerSentEvent,
     encode_comment,
     encode_event,
     encode_retry,
 )
-from txgraphsse._parser import EventStreamParser, ServerSentEvent
+from txgraphsse._encoder import KEEPALIVE, chunk
 
 _BREAK = re.compile("\r\n|\r|\n")
 

@@ -35,8 +35,13 @@ from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from txgraphsse import SSEBackend, SSEClient, SSEEndpoint
-from txgraphsse._parser import EventStreamParser, ServerSentEvent
+from txgraphsse import (
+    EventStreamParser,
+    ServerSentEvent,
+    SSEBackend,
+    SSEClient,
+    SSEEndpoint,
+)
 
 #: Seconds any single wait in these tests may take before it fails.
 WAIT = 5.0

@@ -29,13 +29,14 @@ from twisted.web.server import Site
 
 from txgraphsse import (
     ChannelSpec,
+    EventStreamParser,
     HistoryPolicy,
     RemoteCallError,
+    ServerSentEvent,
     SessionClosed,
     SSEBackend,
     SSEEndpoint,
 )
-from txgraphsse._parser import EventStreamParser, ServerSentEvent
 from txgraphsse.redis import RedisBroker
 
 from ._redis import RedisServer, free_port

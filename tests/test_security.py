@@ -22,16 +22,17 @@ from txgraphsse import (
     AccessDenied,
     Caller,
     CORSPolicy,
+    EventStreamParser,
     JWTAuthorizer,
     JWTPrincipal,
     Limits,
+    ServerSentEvent,
     SSEBackend,
     SSEEndpoint,
     TooManyCalls,
     Unauthorized,
 )
 from txgraphsse._limits import client_address
-from txgraphsse._parser import EventStreamParser, ServerSentEvent
 
 SECRET = "s3cret-for-tests-only-0123456789abcdef"
 URL = "http://127.0.0.1/sse"

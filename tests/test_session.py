@@ -24,9 +24,16 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from txgraphsse import IBroker, SSEBackend, SSEClient, SSEEndpoint
-from txgraphsse._encoder import KEEPALIVE, chunk, encode_event
-from txgraphsse._parser import EventStreamParser, ServerSentEvent
+from txgraphsse import (
+    EventStreamParser,
+    IBroker,
+    ServerSentEvent,
+    SSEBackend,
+    SSEClient,
+    SSEEndpoint,
+    encode_event,
+)
+from txgraphsse._encoder import KEEPALIVE, chunk
 
 #: The last chunk of a chunked response.
 LAST_CHUNK = b"0\r\n\r\n"

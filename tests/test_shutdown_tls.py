@@ -48,8 +48,13 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from txgraphsse import SessionClosed, SSEBackend, tap
-from txgraphsse._parser import EventStreamParser, ServerSentEvent
+from txgraphsse import (
+    EventStreamParser,
+    ServerSentEvent,
+    SessionClosed,
+    SSEBackend,
+    tap,
+)
 from txgraphsse.metrics import MetricsResource
 
 from ._rawclient import RawSSE, open_stream, raise_fd_limit

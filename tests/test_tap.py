@@ -29,8 +29,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 from twisted.web.static import File
 
-from txgraphsse import SSEBackend, SSEEndpoint, SSEService, tap
-from txgraphsse._parser import EventStreamParser, ServerSentEvent
+from txgraphsse import (
+    EventStreamParser,
+    ServerSentEvent,
+    SSEBackend,
+    SSEEndpoint,
+    SSEService,
+    tap,
+)
 
 #: The checkout: the plugin lives in its C{twisted/plugins}.
 _REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_auth -*-
+# -*- test-case-name: tests.test_security -*-
 """
 Who a client is, and what it may join.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_endpoint -*-
+# -*- test-case-name: tests.test_graph,tests.test_shutdown_tls -*-
 """
 L{SSEBackend}: the routes an application exposes and the endpoints that
 serve them, as the seed's C{SSEbackend} with C{setupSSE}.

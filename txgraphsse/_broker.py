@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_broker -*-
+# -*- test-case-name: tests.test_channel -*-
 """
 Publishing and delivery, on this node or across a cluster.
 

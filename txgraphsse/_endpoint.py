@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_endpoint -*-
+# -*- test-case-name: tests.test_session,tests.test_channel -*-
 """
 One SSE path: its sessions, channels, pending calls and the public API that
 the seed calls C{SSEChannelInfo} (L{SSEEndpoint}) and C{SSEClientInfo}

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_limits -*-
+# -*- test-case-name: tests.test_security -*-
 """
 The limits an endpoint enforces on what clients may ask of it.
 

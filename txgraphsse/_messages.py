@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_messages -*-
+# -*- test-case-name: tests.test_backchannel -*-
 """
 The graphscript envelopes and their JSON, as PROTOCOL.md pins them down.
 

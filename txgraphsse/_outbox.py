@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_outbox -*-
+# -*- test-case-name: tests.test_channel,tests.test_session -*-
 """
 What each session gets in this reactor turn, written once per session.
 

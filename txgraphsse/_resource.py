@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_resource -*-
+# -*- test-case-name: tests.test_integration,tests.test_backchannel -*-
 """
 The twisted.web face of an endpoint.
 
