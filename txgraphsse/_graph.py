@@ -19,6 +19,8 @@ from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
+from ._verbs import resolve_verb, verb_name
+
 __all__ = [
     "BadArguments",
     "Caller",
@@ -115,25 +117,15 @@ class Route:
 
     def resolve(self, method: str | None) -> Callable[..., Any]:
         """
-        The function that a message with C{method} runs.
+        The function that a message with C{method} runs (the rule of
+        L{txgraphsse._verbs.resolve_verb}).
+
+        @raise NoRoute: the route has no such verb.
         """
-        target = self.target
-        if method:
-            if method.startswith("_"):
-                raise NoRoute(f"{self.name}.{method}")
-            verb = getattr(target, method, None)
-            if callable(verb) and not isinstance(verb, type):
-                return verb  # type: ignore[no-any-return]
-            if method in ("get", "post") and callable(target):
-                return target  # type: ignore[no-any-return]
-            raise NoRoute(f"{self.name}.{method}")
-        if callable(target):
-            return target  # type: ignore[no-any-return]
-        for default in ("post", "__call__", "get"):
-            verb = getattr(target, default, None)
-            if callable(verb):
-                return verb  # type: ignore[no-any-return]
-        raise NoRoute(self.name)
+        fn = resolve_verb(self.target, method)
+        if fn is None:
+            raise NoRoute(verb_name(self.name, method))
+        return fn
 
 
 def _wants_caller(fn: Callable[..., Any]) -> bool:
