@@ -397,6 +397,23 @@ class _RealSocketCase(TestCase):
         protocol.transport.write(request)
         return protocol
 
+    RAW_REQUEST = (
+        b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: lean-test/1\r\n"
+        b"Referer: http://127.0.0.1/page\r\nX-Tenant: acme\r\n\r\n"
+    )
+
+    async def open_raw(self, **options: Any) -> tuple[SSEEndpoint, SSEClient, RawHTTP]:
+        """
+        An endpoint (with C{options}) and one stream opened on it by a plain
+        TCP client sending L{RAW_REQUEST}, read up to its C{setId}.
+        """
+        endpoint, site = self.endpoint_site(**options)
+        url = self.listen(site)
+        raw = await self.raw(url, self.RAW_REQUEST)
+        await raw.until(lambda: b"setId" in dechunk(raw.head()[2])[0])
+        (session,) = endpoint.sessions.values()
+        return endpoint, session, raw
+
     async def post(self, url: str, body: Any, **kwargs: Any) -> tuple[int, Any]:
         """
         C{POST} C{body} as JSON; return the status and the decoded JSON
@@ -853,19 +870,6 @@ class LeanStreamTests(_RealSocketCase):
     thousand idle streams hold only what they still need.
     """
 
-    REQUEST = (
-        b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: lean-test/1\r\n"
-        b"Referer: http://127.0.0.1/page\r\nX-Tenant: acme\r\n\r\n"
-    )
-
-    async def _open(self, **options: Any) -> tuple[SSEEndpoint, SSEClient, RawHTTP]:
-        endpoint, site = self.endpoint_site(**options)
-        url = self.listen(site)
-        raw = await self.raw(url, self.REQUEST)
-        await raw.until(lambda: b"setId" in dechunk(raw.head()[2])[0])
-        (session,) = endpoint.sessions.values()
-        return endpoint, session, raw
-
     async def test_request_keeps_only_what_the_access_log_needs(self) -> None:
         """
         C{on_connection} sees every request header; afterwards the stream's
@@ -878,7 +882,7 @@ class LeanStreamTests(_RealSocketCase):
         def opened(client: SSEClient, *_: object) -> None:
             seen.append(client.http_request.getHeader(b"x-tenant"))
 
-        endpoint, session, raw = await self._open(on_connection=opened)
+        endpoint, session, raw = await self.open_raw(on_connection=opened)
         self.assertEqual(seen, [b"acme"])
         request = session.http_request
         self.assertEqual(
@@ -899,102 +903,15 @@ class LeanStreamTests(_RealSocketCase):
         """
         C{keep_request_headers} names the headers kept; L{None} keeps all.
         """
-        _, session, _ = await self._open(keep_request_headers=[b"X-Tenant"])
+        _, session, _ = await self.open_raw(keep_request_headers=[b"X-Tenant"])
         headers = session.http_request.requestHeaders
         self.assertEqual(
             [name for name, _ in headers.getAllRawHeaders()], [b"X-Tenant"]
         )
-        _, session, _ = await self._open(keep_request_headers=None)
+        _, session, _ = await self.open_raw(keep_request_headers=None)
         headers = session.http_request.requestHeaders
         self.assertEqual(headers.getRawHeaders(b"x-tenant"), [b"acme"])
         self.assertEqual(headers.getRawHeaders(b"host"), [b"127.0.0.1"])
-
-    async def test_open_needs_no_write_turn(self) -> None:
-        """
-        The response head and the preamble leave in the turn the stream
-        opens: by C{on_connection}, the transport holds nothing and does not
-        wait to write.
-        """
-        held: list[tuple[int, bool]] = []
-
-        def opened(client: SSEClient, *_: object) -> None:
-            transport = client.http_request.channel.transport
-            assert isinstance(transport, tcp.Connection)
-            held.append((transport._tempDataLen, transport in _reactor().getWriters()))
-
-        _, _, raw = await self._open(on_connection=opened)
-        self.assertEqual(held, [(0, False)])
-        status, headers, _ = raw.head()
-        self.assertEqual(status, b"HTTP/1.1 200 OK")
-        self.assertEqual(headers[b"transfer-encoding"], [b"chunked"])
-
-    async def _queued_then_pushed(
-        self, queued: bytes, disconnect: bool, half_close: bool = False
-    ) -> tuple[RawHTTP, tcp.Connection]:
-        """
-        Leave C{queued} (one framed comment) in the transport's buffer, as
-        a write by someone else in this turn would, then push an event.
-        """
-        endpoint, session, raw = await self._open()
-        transport = session.http_request.channel.transport
-        assert isinstance(transport, tcp.Connection)
-        transport.write(b"%x\r\n%s\r\n" % (len(queued), queued))
-        self.assertGreater(transport._tempDataLen, len(queued))
-        if disconnect:
-            transport.loseConnection()
-        if half_close:
-            transport.loseWriteConnection()
-        session.push("after")
-        endpoint._flush()
-        return raw, transport
-
-    async def test_queued_bytes_go_first(self) -> None:
-        """
-        Bytes the transport took and has not sent go out before the next
-        event, joined into one send at once, and the transport then waits
-        for nothing.
-        """
-        comment = b": queued\n\n"
-        raw, transport = await self._queued_then_pushed(comment, disconnect=False)
-        self.assertEqual(transport._tempDataLen, 0)
-        self.assertNotIn(transport, _reactor().getWriters())
-        await raw.until(lambda: b"after" in dechunk(raw.head()[2])[0])
-        payload = dechunk(raw.head()[2])[0]
-        self.assertTrue(payload.endswith(comment + b"data: after\n\n"), payload)
-
-    async def test_large_queue_keeps_its_order(self) -> None:
-        """
-        More than a transport buffer's worth of queued bytes pauses the
-        stream; the queue stays with the transport, and the event follows
-        it.
-        """
-        comment = b": " + b"x" * 200_000 + b"\n\n"
-        raw, _ = await self._queued_then_pushed(comment, disconnect=False)
-        await raw.until(lambda: b"after" in dechunk(raw.head()[2])[0])
-        payload = dechunk(raw.head()[2])[0]
-        self.assertTrue(payload.endswith(comment + b"data: after\n\n"))
-
-    async def test_closing_transport_still_closes(self) -> None:
-        """
-        A transport asked to close with bytes queued sends them and closes:
-        an event pushed meanwhile does not take its queue away from it.
-        """
-        comment = b": queued\n\n"
-        raw, _ = await self._queued_then_pushed(comment, disconnect=True)
-        await raw.until_lost()
-        self.assertIn(comment, dechunk(raw.head()[2])[0])
-
-    async def test_half_closing_transport_still_half_closes(self) -> None:
-        """
-        The same for a transport asked to close only its writing side: the
-        client gets the queued bytes, then the end of the stream.
-        """
-        comment = b": queued\n\n"
-        raw, _ = await self._queued_then_pushed(
-            comment, disconnect=False, half_close=True
-        )
-        await raw.until_lost()
-        self.assertIn(comment, dechunk(raw.head()[2])[0])
 
 
 class SiteEmbedTests(_RealSocketCase):

@@ -92,6 +92,16 @@ def _same_origin(request: Request) -> bool:
     )
 
 
+def _ended(request: Request) -> Callable[[], bool]:
+    """
+    A test of whether C{request} has ended (finished, or its connection
+    lost), for an answer that comes later: C{notifyFinish} says so.
+    """
+    ended = [False]
+    request.notifyFinish().addBoth(lambda _: ended.__setitem__(0, True))
+    return lambda: ended[0]
+
+
 class SSEResource(Resource):
     """
     The resource of one L{SSEEndpoint}.
@@ -162,9 +172,10 @@ class SSEResource(Resource):
             raise self._refusal(Failure(error)) from None
         if not isinstance(principal, Deferred):
             return then(principal)
+        ended = _ended(request)
 
         def go(value: Any) -> None:
-            if request.finished or request._disconnected:
+            if ended():
                 return
             try:
                 body = then(value)
@@ -176,7 +187,7 @@ class SSEResource(Resource):
                 request.finish()
 
         def refuse(failure: Failure) -> None:
-            if request.finished or request._disconnected:
+            if ended():
                 return
             request.write(self._error(request, self._refusal(failure)))
             request.finish()
@@ -323,12 +334,11 @@ class SSEResource(Resource):
         if not endpoint.take_call_token(caller):
             raise ProtocolError(429, "rate_limited", "too many calls; slow down")
 
-        finished = [False]
-        request.notifyFinish().addBoth(lambda _: finished.__setitem__(0, True))
+        ended = _ended(request)
         answer = dispatch(endpoint, body, header_session, principal)
 
         def respond(result: Answer) -> None:
-            if finished[0]:
+            if ended():
                 return
             if result.has_body:
                 try:
@@ -351,7 +361,7 @@ class SSEResource(Resource):
             request.finish()
 
         def fail(failure: Failure) -> None:
-            if finished[0]:
+            if ended():
                 return
             error = failure.value
             if not isinstance(error, ProtocolError):

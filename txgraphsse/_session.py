@@ -24,6 +24,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from ._encoder import chunk, encode_event
+from ._internals import direct_transport, write_direct
 from ._messages import as_data
 from ._stats import Counters
 
@@ -154,9 +155,7 @@ class SSESession:
         transport = channel.transport if isinstance(channel, HTTPChannel) else None
         if isinstance(transport, tcp.Connection):
             transport.setTcpNoDelay(True)
-            self._tcp: tcp.Connection | None = transport
-        else:
-            self._tcp = None
+        self._tcp = direct_transport(transport)
 
     def __repr__(self) -> str:
         return f"<SSESession {self.id[:6]}… connected={self._connected}>"
@@ -211,46 +210,10 @@ class SSESession:
         else:
             data = payload
         tcp_ = self._tcp
-        if (
-            tcp_ is not None
-            and not tcp_.dataBuffer
-            and tcp_.connected
-            and not tcp_._writeDisconnected
-        ):
-            pending = tcp_._tempDataLen
-            if pending:
-                # Bytes the transport took this turn and has not tried to
-                # send: as a stream opens, its response headers.  They go
-                # first, in the same send, so that an idle stream's transport
-                # never needs a write turn (which would also grow its
-                # attribute dict by half a kilobyte for the stream's life).
-                # A transport that must close (or half-close) once its
-                # buffer drains, or has paused its producer, keeps its queue.
-                # (A queue past the transport's buffer size has paused it: the
-                # HTTP channel is always its streaming producer.)
-                if (
-                    tcp_.disconnecting
-                    or tcp_._writeDisconnecting
-                    or tcp_.producerPaused
-                ):
-                    self._out.write(data)
-                    return
-                queued = tcp_._tempDataBuffer
-                queued.append(data)
-                data = b"".join(queued)
-                queued.clear()
-                tcp_._tempDataLen = 0
-                tcp_.stopWriting()
-            try:
-                sent = tcp_.socket.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                # Let the transport meet the error and close as it does.
-                sent = 0
-            if sent == len(data):
+        if tcp_ is not None:
+            data = write_direct(tcp_, data)
+            if not data:
                 return
-            data = data[sent:]
         self._out.write(data)
 
     def _hold(self, payload: bytes) -> None:
@@ -338,7 +301,9 @@ class SSESession:
         self._connected = False
         request = self.http_request
         request.unregisterProducer()
-        if not request.finished and not request._disconnected:
+        # A lost connection has reached stopProducing or notifyFinish (both
+        # clear _connected), so the request can still be finished.
+        if not request.finished:
             request.finish()
 
     def abort(self, reason: str) -> None:

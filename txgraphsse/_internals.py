@@ -1,0 +1,207 @@
+# -*- test-case-name: tests.test_internals -*-
+"""
+The one seam with Twisted's private attributes.
+
+Sending an event straight to a plain TCP socket, instead of through
+C{transport.write} (which buffers, registers for writability and sends on a
+later reactor turn), is most of what makes fan-out cheap.  Doing so reads
+and writes attributes that Twisted keeps private to
+C{twisted.internet.abstract.FileDescriptor}: the names in
+L{TRANSPORT_ATTRIBUTES}.  They are touched here and nowhere else in the
+package.
+
+At import, L{probe} checks that a file descriptor still has those
+attributes and that C{write} still queues into them as this module
+expects.  Where it does not (a Twisted release renamed one, say), every
+stream falls back to the public C{transport.write} path, and the fall-back
+is logged once: events are still delivered, just with a write turn each.
+C{tests/test_internals.py} names every attribute, so that an upgrade which
+changes them fails there loudly, and runs the stream tests with the fast
+path off.
+
+This module also holds the one other Twisted private name the package
+relies on: the TLS context factory of a TLS server port, which
+L{rebuild_tls_context} changes for the tap.
+
+It knows transports and ports, never sessions, requests or events.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import tcp
+from twisted.logger import Logger
+
+import twisted
+
+__all__ = [
+    "FAST_PATH",
+    "TRANSPORT_ATTRIBUTES",
+    "direct_transport",
+    "probe",
+    "rebuild_tls_context",
+    "write_direct",
+]
+
+_log = Logger()
+
+#: The private attributes of Twisted's C{FileDescriptor} that the fast path
+#: reads or writes, with the type each must have on a fresh one.
+TRANSPORT_ATTRIBUTES: dict[str, type] = {
+    "dataBuffer": bytes,
+    "_tempDataBuffer": list,
+    "_tempDataLen": int,
+    "_writeDisconnected": bool,
+    "_writeDisconnecting": bool,
+    "producerPaused": bool,
+}
+
+
+class _ProbeReactor:
+    """
+    Just enough of a reactor for a file descriptor to register for writing.
+    """
+
+    def addWriter(self, writer: object) -> None:
+        pass
+
+    def removeWriter(self, writer: object) -> None:
+        pass
+
+
+def probe(descriptor_type: type[tcp.Connection] = tcp.Connection) -> str:
+    """
+    Check that a C{descriptor_type} (over one end of a socket pair) keeps
+    the attributes the fast path relies on, and that its C{write} queues
+    into them.
+
+    @return: C{""} if it does, else what differs (for the log).
+    """
+    ours, theirs = socket.socketpair()
+    try:
+        fd = descriptor_type(ours, None, _ProbeReactor())  # type: ignore[arg-type]
+        for name, kind in TRANSPORT_ATTRIBUTES.items():
+            if not hasattr(fd, name):
+                return f"{descriptor_type.__name__} has no {name}"
+            if type(getattr(fd, name)) is not kind:
+                return f"{descriptor_type.__name__}.{name} is not a {kind.__name__}"
+        fd.connected = 1
+        fd.write(b"probe")
+        if fd._tempDataBuffer != [b"probe"] or fd._tempDataLen != 5:
+            return (
+                f"{descriptor_type.__name__}.write no longer queues into"
+                " _tempDataBuffer"
+            )
+        return ""
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def _fast_path_holds() -> bool:
+    """
+    Run L{probe}; log (once: this runs at import) why the fast path is off
+    if it fails.
+    """
+    differs = probe()
+    if differs:
+        _log.warn(
+            "Twisted {version} differs from what the direct write path expects"
+            " ({why}): streams write through transport.write instead",
+            version=twisted.__version__,
+            why=differs,
+        )
+    return not differs
+
+
+#: Whether streams may write straight to plain TCP sockets.
+FAST_PATH = _fast_path_holds()
+
+
+def direct_transport(transport: object) -> tcp.Connection | None:
+    """
+    C{transport}, if L{write_direct} may send to its socket: a plain TCP
+    connection (not one that started TLS, whose writes must be encrypted),
+    while L{FAST_PATH} holds; else L{None}.
+    """
+    if (
+        FAST_PATH
+        and isinstance(transport, tcp.Connection)
+        and not getattr(transport, "TLS", False)
+    ):
+        return transport
+    return None
+
+
+def write_direct(transport: tcp.Connection, data: bytes) -> bytes:
+    """
+    Send C{data} straight to C{transport}'s socket, if the transport holds
+    nothing back.
+
+    Bytes the transport took this turn and has not tried to send (as a
+    stream opens, its response headers) go first, in the same send, so that
+    an idle stream's transport never needs a write turn (which would also
+    grow its attribute dict by half a kilobyte for the stream's life).  A
+    transport that must close (or half-close) once its buffer drains, or has
+    paused its producer, keeps its queue.  (A queue past the transport's
+    buffer size has paused it: the HTTP channel is always its streaming
+    producer.)
+
+    @return: what is left to write through the public C{write} path, in
+        order: C{b""} when the socket took everything, C{data} itself when
+        the transport was not in a state to bypass.
+    """
+    if transport.dataBuffer or not transport.connected or transport._writeDisconnected:
+        return data
+    if transport._tempDataLen:
+        if (
+            transport.disconnecting
+            or transport._writeDisconnecting
+            or transport.producerPaused
+        ):
+            return data
+        queued = transport._tempDataBuffer
+        queued.append(data)
+        data = b"".join(queued)
+        queued.clear()
+        transport._tempDataLen = 0
+        transport.stopWriting()
+    try:
+        sent = transport.socket.send(data)
+    except OSError:
+        # BlockingIOError, or an error the transport will meet and close on
+        # as it does.
+        sent = 0
+    return data[sent:] if sent else data
+
+
+def rebuild_tls_context(endpoint: object, rebuild: Callable[[Any], object]) -> bool:
+    """
+    Give a TLS server endpoint (C{SSL4ServerEndpoint}, before it listens)
+    the context factory C{rebuild(old)} makes of the one it has.  Twisted
+    offers no public way to change it once the C{ssl:} strports parser has
+    built it.
+
+    @return: whether it could; where the endpoint keeps its factory
+        elsewhere (a Twisted that changed), it is left as it is, and that
+        is logged once.
+    """
+    old = getattr(endpoint, "_sslContextFactory", None)
+    if old is None:
+        global _tls_logged
+        if not _tls_logged:
+            _tls_logged = True
+            _log.warn(
+                "{endpoint} keeps no _sslContextFactory: its TLS context is"
+                " left as the strports parser made it",
+                endpoint=type(endpoint).__name__,
+            )
+        return False
+    endpoint._sslContextFactory = rebuild(old)  # type: ignore[attr-defined]
+    return True
+
+
+_tls_logged = False
