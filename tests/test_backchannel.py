@@ -596,7 +596,7 @@ class BodyTableTests(BackChannelCase):
         self.endpoint.send("marker", session_id=sid)
         await stream.until_message(lambda m: m == "marker")
         self.assertEqual([m for m in stream.messages() if is_reply("add")(m)], [])
-        self.assertEqual(self.endpoint._server_subscriptions.get(sid, []), [])
+        self.assertEqual(self.endpoint.observers.of(sid), [])
 
     async def test_unsubscribe_only_own(self) -> None:
         """
@@ -992,8 +992,8 @@ class LoadTests(BackChannelCase):
             {"route": "subscribeSSE", "args": ["add", "/sse", None, None, None, sid]}
         )
         self.assertEqual(reply.status, 200)
-        self.assertIn((sid, "sensor"), self.endpoint._client_subscriptions)
-        self.assertIn(sid, self.endpoint._server_subscriptions)
+        self.assertIn((sid, "sensor"), self.endpoint.client_calls._subscriptions)
+        self.assertIn(sid, self.endpoint.observers._owned)
         observers = len(self.backend.graph.routes["add"].observers)
         self.assertEqual(observers, 1)
 
@@ -1008,9 +1008,10 @@ class LoadTests(BackChannelCase):
         self.assertEqual(len(self.endpoint.calls), 0)
         self.assertEqual(self.endpoint.calls.pending_for(sid), 0)
         self.assertEqual(
-            [key for key in self.endpoint._client_subscriptions if key[0] == sid], []
+            [key for key in self.endpoint.client_calls._subscriptions if key[0] == sid],
+            [],
         )
-        self.assertNotIn(sid, self.endpoint._server_subscriptions)
+        self.assertNotIn(sid, self.endpoint.observers._owned)
         self.assertEqual(self.backend.graph.routes["add"].observers, {})
         late = await self.post({"args": 2, "callbackId": "sensor", "sessionId": sid})
         self.assertError(late, 404, "no_session")

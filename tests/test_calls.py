@@ -899,7 +899,7 @@ class SubscribeTests(SynchronousTestCase):
         """
         self.subscribe()
         self.stream.hang_up()
-        self.assertEqual(self.endpoint._client_subscriptions, {})
+        self.assertEqual(self.endpoint.client_calls._subscriptions, {})
 
 
 class SessionCloseTests(SynchronousTestCase):

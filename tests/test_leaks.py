@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from txgraphsse import SessionClosed, SSEEndpoint, SSEResource, SSESession
 from txgraphsse._dispatch import dispatch
+from txgraphsse._streams import Streams
 
 from .test_session import SSEServer
 
@@ -33,11 +34,11 @@ def _empty_tables(case: SynchronousTestCase, server: SSEServer) -> None:
         case.assertEqual(channel.members, {})
     case.assertEqual(len(endpoint.calls), 0)
     case.assertEqual(endpoint.calls._by_session, {})
-    case.assertEqual(endpoint._client_subscriptions, {})
-    case.assertEqual(endpoint._client_routes, {})
-    case.assertEqual(endpoint._server_subscriptions, {})
-    case.assertEqual(endpoint._per_address, {})
-    case.assertEqual(endpoint._buckets, {})
+    case.assertEqual(endpoint.client_calls._subscriptions, {})
+    case.assertEqual(endpoint.client_calls._routes, {})
+    case.assertEqual(endpoint.observers._owned, {})
+    case.assertEqual(endpoint.streams._per_address, {})
+    case.assertEqual(endpoint.rates._buckets, {})
     for route in endpoint.graph.routes.values():
         case.assertEqual(route.observers, {})
     case.assertEqual(server.backend.broker.session_count(endpoint.path), 0)
@@ -54,7 +55,7 @@ class LeakTests(SynchronousTestCase):
         # event (up to 64k) for it: that buffer is the application's, not
         # ours, so our log events go nowhere here.
         quiet = Logger(observer=lambda event: None)
-        for cls in (SSEEndpoint, SSEResource, SSESession):
+        for cls in (SSEEndpoint, SSEResource, SSESession, Streams):
             self.patch(cls, "_log", quiet)
 
     def _cycle(self, server: SSEServer, count: int) -> None:

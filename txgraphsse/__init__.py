@@ -17,10 +17,11 @@ from ._calls import RemoteCallError, SessionClosed
 from ._channel import Channel, ChannelSpec
 from ._cors import CORSPolicy
 from ._encoder import encode_comment, encode_event, encode_retry
-from ._endpoint import SSEClient, SSEEndpoint, TooManyCalls
+from ._endpoint import SSEClient, SSEEndpoint
 from ._graph import Caller, Value
 from ._limits import Limits
 from ._messages import ProtocolError
+from ._outcalls import TooManyCalls
 from ._parser import EventStreamParser, ServerSentEvent
 from ._resource import SSEResource
 from ._session import SSESession

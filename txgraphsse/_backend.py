@@ -4,8 +4,9 @@ L{SSEBackend}: the routes an application exposes and the endpoints that
 serve them, as the seed's C{SSEbackend} with C{setupSSE}.
 
 It owns the route graph shared by its endpoints, the broker they publish
-through, and the service that shuts them down cleanly.  It knows endpoints
-and the graph; it never touches a request.
+through, and the service that shuts them down cleanly.  It builds each
+endpoint with its HTTP face (L{SSEResource}), standing above both, and
+never touches a request.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from ._auth import CallableAuthorizer, IAuthorizer
 from ._broker import HistoryPolicy, IBroker, InMemoryBroker
 from ._channel import ChannelSpec
 from ._cors import CORSPolicy
-from ._endpoint import KEPT_REQUEST_HEADERS, ConnectionCallback, SSEEndpoint
+from ._endpoint import ConnectionCallback, SSEEndpoint
 from ._graph import Caller, RouteGraph
 from ._limits import Limits
+from ._options import KEPT_REQUEST_HEADERS, EndpointOptions
+from ._resource import SSEResource
 from ._session import OverflowPolicy
 
 __all__ = ["SSEBackend", "SSEService"]
@@ -165,26 +168,16 @@ class SSEBackend:
             authorizer = CallableAuthorizer(authorize, can_join)
         if path in self.endpoints and not self.endpoints[path].closed:
             raise ValueError(f"an endpoint is already set up at {path!r}")
+        # Every parameter but path, authorize and can_join is an option of
+        # the same name: tests.test_exports holds the two lists together.
+        options = EndpointOptions.of(locals())
         endpoint = SSEEndpoint(
             path=path,
             graph=self.graph,
             clock=self.clock,
             broker=self.broker,
-            channels=channels,
-            on_connection=on_connection,
-            on_close=on_close,
-            on_connection_close=on_connection_close,
-            keepalive=keepalive,
-            retry=retry,
-            history=history,
-            dynamic_channels=dynamic_channels,
-            request_timeout=request_timeout,
-            max_backlog=max_backlog,
-            overflow=overflow,
-            authorizer=authorizer,
-            limits=limits,
-            cors=cors,
-            keep_request_headers=keep_request_headers,
+            face=SSEResource,
+            options=options,
         )
         self.endpoints[path] = endpoint
         return endpoint

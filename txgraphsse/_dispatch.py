@@ -11,7 +11,8 @@ touches HTTP beyond returning a status number.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, fail, succeed
@@ -20,16 +21,64 @@ from twisted.python.failure import Failure
 
 from . import _messages as messages
 from ._auth import principal_key, same_principal
-from ._calls import RemoteCallError
-from ._graph import BadArguments, Forbidden, NoRoute
+from ._broker import IBroker
+from ._calls import CallTable, RemoteCallError
+from ._graph import BadArguments, Caller, Forbidden, NoRoute, RouteGraph
 from ._messages import ProtocolError
+from ._stats import Counters
 
-if TYPE_CHECKING:
-    from ._endpoint import SSEClient, SSEEndpoint
-
-__all__ = ["Answer", "ProtocolError", "dispatch"]
+__all__ = ["Answer", "ProtocolError", "dispatch", "dispatch_forwarded"]
 
 _log = Logger()
+
+
+class _Session(Protocol):
+    """
+    What the dispatcher needs of a session.
+    """
+
+    id: str
+    principal: Any
+
+    @property
+    def is_connected(self) -> bool: ...
+
+
+class _ClientCalls(Protocol):
+    def deliver_update(self, session_id: str, route: str, args: Any) -> bool: ...
+
+
+class _Observers(Protocol):
+    def subscribe(self, session_id: str, route: str) -> int: ...
+
+    def unsubscribe(self, session_id: str, route: str, sub: int) -> bool: ...
+
+
+class _Endpoint(Protocol):
+    """
+    What the dispatcher needs of the endpoint it acts on.
+    """
+
+    path: str
+    graph: RouteGraph
+    broker: IBroker
+    calls: CallTable
+    counters: Counters
+
+    @property
+    def sessions(self) -> Mapping[str, _Session]: ...
+
+    @property
+    def client_calls(self) -> _ClientCalls: ...
+
+    @property
+    def observers(self) -> _Observers: ...
+
+    def send(
+        self, message: Any, event: str | None = None, session_id: str | None = None
+    ) -> int: ...
+
+    def caller_for(self, session: Any, principal: Any = None) -> Caller: ...
 
 
 @frozen
@@ -44,8 +93,8 @@ class Answer:
 
 
 def _session(
-    endpoint: SSEEndpoint, session_id: Any, required: bool, principal: Any
-) -> SSEClient | None:
+    endpoint: _Endpoint, session_id: Any, required: bool, principal: Any
+) -> _Session | None:
     if session_id is None or session_id == "":
         if required:
             raise ProtocolError(400, "bad_message", "this message needs a sessionId")
@@ -74,7 +123,7 @@ def _method(body: dict[str, Any]) -> str | None:
 
 
 def dispatch(
-    endpoint: SSEEndpoint,
+    endpoint: _Endpoint,
     body: Any,
     header_session: str | None,
     principal: Any = None,
@@ -99,6 +148,31 @@ def dispatch(
         return fail(error)
 
 
+def dispatch_forwarded(
+    endpoint: _Endpoint, body: Any, header_session: str | None, principal: Any
+) -> Deferred[tuple[int, Any]]:
+    """
+    Act on a C{POST} body another node received for a session of this one.
+
+    @return: a L{Deferred} firing with the status and JSON body (L{None}
+        for no body) to send back to that node; it never fails.
+    """
+
+    def answered(answer: Answer) -> tuple[int, Any]:
+        return answer.status, answer.body if answer.has_body else None
+
+    def refused(failure: Failure) -> tuple[int, Any]:
+        error = failure.value
+        if not isinstance(error, ProtocolError):
+            _log.failure("Forwarded call failed", failure=failure)
+            error = ProtocolError(500, "route_failed", "internal error")
+        return error.status, {"error": {"code": error.code, "message": error.message}}
+
+    return dispatch(
+        endpoint, body, header_session, principal, forwarded=True
+    ).addCallbacks(answered, refused)
+
+
 def _named_session(body: Any, header_session: str | None) -> Any:
     """
     The session a body acts for, wherever the protocol lets it say so.
@@ -117,7 +191,7 @@ def _named_session(body: Any, header_session: str | None) -> Any:
 
 
 def _forward(
-    endpoint: SSEEndpoint, body: Any, header_session: str | None, principal: Any
+    endpoint: _Endpoint, body: Any, header_session: str | None, principal: Any
 ) -> Deferred[Answer] | None:
     """
     Hand the body to the node holding its session, if that is not this one.
@@ -138,7 +212,7 @@ def _forward(
 
 
 def _dispatch(
-    endpoint: SSEEndpoint, body: Any, header_session: str | None, principal: Any
+    endpoint: _Endpoint, body: Any, header_session: str | None, principal: Any
 ) -> Deferred[Answer]:
     if not isinstance(body, dict):
         raise ProtocolError(400, "bad_message", "the body must be a JSON object")
@@ -162,7 +236,7 @@ def _dispatch(
 
 
 def _act(
-    endpoint: SSEEndpoint,
+    endpoint: _Endpoint,
     name: str,
     args: Any,
     method: str | None,
@@ -182,11 +256,11 @@ def _act(
 
 
 def _call(
-    endpoint: SSEEndpoint,
+    endpoint: _Endpoint,
     name: str,
     args: Any,
     method: str | None,
-    session: SSEClient | None,
+    session: _Session | None,
     principal: Any,
 ) -> Deferred[Any]:
     if session is not None and endpoint.sessions.get(session.id) is not session:
@@ -208,7 +282,7 @@ def _call(
     return result.addErrback(_route_failed, name, endpoint)
 
 
-def _route_failed(failure: Failure, name: str, endpoint: SSEEndpoint) -> Failure:
+def _route_failed(failure: Failure, name: str, endpoint: _Endpoint) -> Failure:
     if failure.check(ProtocolError):
         return failure
     if failure.check(BadArguments):
@@ -221,7 +295,7 @@ def _route_failed(failure: Failure, name: str, endpoint: SSEEndpoint) -> Failure
 
 
 def _run_request(
-    endpoint: SSEEndpoint, args: Any, session_id: Any, principal: Any
+    endpoint: _Endpoint, args: Any, session_id: Any, principal: Any
 ) -> Deferred[Answer]:
     if not isinstance(args, list) or len(args) < 3:
         raise ProtocolError(
@@ -256,7 +330,7 @@ def _run_request(
 
 
 def _reply(
-    endpoint: SSEEndpoint, body: dict[str, Any], session_id: Any, principal: Any
+    endpoint: _Endpoint, body: dict[str, Any], session_id: Any, principal: Any
 ) -> Deferred[Answer]:
     callback_id = body["callbackId"]
     session = _session(endpoint, session_id, True, principal)
@@ -281,7 +355,7 @@ def _reply(
             return succeed(Answer(204, has_body=False))
     elif endpoint.calls.settle(
         callback_id, session.id, args
-    ) or endpoint.deliver_update(session.id, callback_id, args):
+    ) or endpoint.client_calls.deliver_update(session.id, callback_id, args):
         return succeed(Answer(204, has_body=False))
     broker = endpoint.broker
     if broker.clustered:
@@ -311,9 +385,7 @@ def _reply(
     raise not_pending
 
 
-def _subscribe(
-    endpoint: SSEEndpoint, args: Any, session_id: Any, principal: Any
-) -> int:
+def _subscribe(endpoint: _Endpoint, args: Any, session_id: Any, principal: Any) -> int:
     if not isinstance(args, list) or not args:
         raise ProtocolError(
             400,
@@ -334,11 +406,11 @@ def _subscribe(
         raise ProtocolError(
             403, "forbidden", f"route {name!r} is not exposed"
         ) from None
-    return endpoint.subscribe_session(session, name)
+    return endpoint.observers.subscribe(session.id, name)
 
 
 def _unsubscribe(
-    endpoint: SSEEndpoint, args: Any, session_id: Any, principal: Any
+    endpoint: _Endpoint, args: Any, session_id: Any, principal: Any
 ) -> bool:
     if (
         not isinstance(args, list)
@@ -350,4 +422,4 @@ def _unsubscribe(
     name = _route_name(args[0])
     session = _session(endpoint, session_id, True, principal)
     assert session is not None
-    return endpoint.unsubscribe_session(session, name, args[1])
+    return endpoint.observers.unsubscribe(session.id, name, args[1])

@@ -23,7 +23,7 @@ from typing import Any
 
 from attrs import define, field, frozen
 
-__all__ = ["Limits", "TokenBucket", "client_address", "json_depth"]
+__all__ = ["CallRates", "Limits", "TokenBucket", "client_address", "json_depth"]
 
 _Network = IPv4Network | IPv6Network
 
@@ -107,6 +107,63 @@ class TokenBucket:
             self.tokens -= 1
             return True
         return False
+
+
+class CallRates:
+    """
+    The call buckets of one endpoint: one per session, and one per address
+    for calls that name no session this node holds (made-up ids must not
+    mint fresh buckets).
+    """
+
+    #: Past this many buckets, the address buckets that are full again are
+    #: forgotten.
+    PRUNE_AT = 100_000
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def take(self, key: str, now: float) -> bool:
+        """
+        Count one client call against C{key}'s rate (a session id, or C{@}
+        and an address).
+
+        @return: whether it is within C{Limits.calls_per_second}.
+        """
+        rate = self._limits.calls_per_second
+        if rate is None:
+            return True
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.PRUNE_AT:
+                self._prune(now)
+            bucket = self._buckets[key] = TokenBucket(rate, self._limits.call_burst)
+        return bucket.take(now)
+
+    def forget(self, key: str) -> None:
+        """
+        Drop C{key}'s bucket (a session that closed).
+        """
+        self._buckets.pop(key, None)
+
+    def _prune(self, now: float) -> None:
+        """
+        Forget the buckets of addresses that have been quiet long enough to
+        be full again: forgetting them changes nothing.  Sessions' buckets go
+        with their sessions.
+        """
+        rate = self._limits.calls_per_second or 1.0
+        refill = self._limits.call_burst / rate
+        for key in [
+            k
+            for k, b in self._buckets.items()
+            if k.startswith("@") and now - b.stamp >= refill
+        ]:
+            del self._buckets[key]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
 
 def _trusted(address: IPv4Address | IPv6Address, proxies: Sequence[_Network]) -> bool:

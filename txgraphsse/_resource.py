@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -29,11 +29,10 @@ from twisted.web.server import NOT_DONE_YET, Request
 from . import _messages as messages
 from ._auth import AccessDenied, Unauthorized
 from ._dispatch import Answer, dispatch
+from ._endpoint import SSEEndpoint
 from ._limits import Limits, client_address, json_depth
 from ._messages import ProtocolError
-
-if TYPE_CHECKING:
-    from ._endpoint import SSEEndpoint
+from ._opening import set_stream_headers
 
 __all__ = ["SSEResource"]
 
@@ -274,7 +273,7 @@ class SSEResource(Resource):
             for name in names:
                 if name not in endpoint.channels:
                     endpoint.add_channel(name)
-            endpoint._open(request, names, last_event_id, principal, address)
+            endpoint.open_session(request, names, last_event_id, principal, address)
             return NOT_DONE_YET
 
         return self._authorized(request, open_)
@@ -286,9 +285,7 @@ class SSEResource(Resource):
         self._stream_arguments(request)
 
         def headers(principal: Any) -> bytes:
-            request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
-            request.setHeader(b"cache-control", b"no-cache, no-transform")
-            request.setHeader(b"x-accel-buffering", b"no")
+            set_stream_headers(request)
             return b""
 
         return self._authorized(request, headers)

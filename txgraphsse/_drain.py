@@ -1,0 +1,81 @@
+# -*- test-case-name: tests.test_shutdown_tls -*-
+"""
+How a stopping process lets its streams go: a last event to each, then the
+connection, once its bytes are written or a drain time has passed.
+
+This module owns the order of that ending (close the stream, let the HTTP
+channel drop the connection so that TLS can send its close alert, cut what
+is still connected at the deadline).  It knows sessions only as things that
+close with a final payload, and transports only as things that are
+connected or abort.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.http import HTTPChannel
+
+__all__ = ["close_for_shutdown", "drained"]
+
+
+class _Request(Protocol):
+    channel: Any
+
+
+class _Closing(Protocol):
+    close_reason: str | None
+
+    @property
+    def http_request(self) -> Any: ...
+
+    def close(self, final: bytes | None = None) -> None: ...
+
+
+def close_for_shutdown(sessions: Iterable[_Closing], final: bytes) -> list[Any]:
+    """
+    Close each session after C{final}, and have its connection dropped once
+    its bytes are written.
+
+    @return: the transports of those connections, to wait for.
+    """
+    transports = []
+    for session in sessions:
+        session.close_reason = "server shutting down"
+        channel = session.http_request.channel
+        session.close(final)
+        transport = getattr(channel, "transport", None)
+        if isinstance(channel, HTTPChannel) and transport is not None:
+            # loseConnection writes what is buffered, then closes.  The
+            # channel's own unregisters it as the transport's producer
+            # first: TLS will not send its close alert while one is
+            # registered, so the transport's alone waits out the drain.
+            channel.loseConnection()
+            transports.append(transport)
+    return transports
+
+
+def drained(clock: IReactorTime, transports: list[Any], limit: float) -> Deferred[None]:
+    """
+    Fire when none of C{transports} is connected, or after C{limit} seconds,
+    when those still connected are cut.
+    """
+    done: Deferred[None] = Deferred()
+    deadline = clock.seconds() + limit
+
+    def check() -> None:
+        transports[:] = [t for t in transports if getattr(t, "connected", False)]
+        if not transports or clock.seconds() >= deadline:
+            for transport in transports:
+                abort = getattr(transport, "abortConnection", None)
+                if abort is not None:
+                    abort()
+            done.callback(None)
+            return
+        clock.callLater(0.02, check)
+
+    check()
+    return done
