@@ -42,6 +42,27 @@ class ChannelSpec:
     event: str | None = None
     history: int | HistoryPolicy | None = None
 
+    def history_policy(self, default: HistoryPolicy) -> HistoryPolicy:
+        """
+        What the channel keeps: C{default} (the endpoint's) unless it says,
+        a count keeping C{default}'s age.
+        """
+        history = self.history
+        if history is None:
+            return default
+        if isinstance(history, HistoryPolicy):
+            return history
+        return HistoryPolicy(history, default.age)
+
+    def event_name(self, default: bool) -> str | None:
+        """
+        The event name its events carry: C{event}, or the channel's name, or
+        none for the C{default} channel (whose events are C{message}s).
+        """
+        if self.event is not None:
+            return self.event
+        return None if default else self.name
+
 
 class _Publisher(Protocol):
     def _broadcast(

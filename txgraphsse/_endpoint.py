@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from attrs import asdict
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -29,7 +30,7 @@ from zope.interface import implementer
 
 from . import _messages as messages
 from ._auth import AllowAll, IAuthorizer
-from ._broker import HistoryPolicy, IBroker, IDeliverySink, StoredEvent
+from ._broker import IBroker, IDeliverySink, StoredEvent
 from ._calls import CallTable
 from ._channel import Channel, ChannelSpec
 from ._cors import CORSPolicy
@@ -225,17 +226,8 @@ class SSEEndpoint:
             return existing
         if not spec.name or "," in spec.name:
             raise ValueError(f"bad channel name: {spec.name!r}")
-        history = spec.history
-        if history is None:
-            policy = self.history
-        elif isinstance(history, HistoryPolicy):
-            policy = history
-        else:
-            policy = HistoryPolicy(history, self.history.age)
-        if spec.event is not None:
-            event: str | None = spec.event
-        else:
-            event = None if spec.name == DEFAULT_CHANNEL else spec.name
+        policy = spec.history_policy(self.history)
+        event = spec.event_name(default=spec.name == DEFAULT_CHANNEL)
         if event is not None:
             encode_event("", event)  # refuse a name the wire cannot carry
         channel = Channel(self, spec.name, event, policy)
@@ -562,28 +554,13 @@ class SSEEndpoint:
         What this endpoint holds and has done, for monitoring: plain values,
         cheap to compute.
         """
-        counters = self.counters
-        latency = self.calls.latency
         return {
             "path": self.path,
             "sessions": len(self.sessions),
             "cluster_sessions": self.broker.session_count(self.path),
             "channels": {name: c.session_count for name, c in self.channels.items()},
             "pending_calls": len(self.calls),
-            "events_published": counters.events_published,
-            "deliveries": counters.deliveries,
-            "writes": counters.writes,
-            "bytes_sent": counters.bytes_sent,
-            "events_dropped": counters.events_dropped,
-            "sessions_opened": counters.sessions_opened,
-            "sessions_closed": counters.sessions_closed,
-            "slow_disconnects": counters.slow_disconnects,
-            "refusals": counters.refusals,
-            "route_failures": counters.route_failures,
+            **asdict(self.counters),
             "flushes": self._outbox.flushes,
-            "call_latency": {
-                "count": latency.count,
-                "sum": latency.total,
-                "buckets": latency.cumulative(),
-            },
+            "call_latency": self.calls.latency.summary(),
         }

@@ -10,6 +10,7 @@ reactor turn or per call, never per receiver.  It knows nothing else.
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import Any
 
 from attrs import define, field
 
@@ -61,6 +62,12 @@ class Histogram:
             running += count
             out.append((bound, running))
         return out
+
+    def summary(self) -> dict[str, Any]:
+        """
+        The count, the sum and the cumulative buckets, as plain values.
+        """
+        return {"count": self.count, "sum": self.total, "buckets": self.cumulative()}
 
 
 @define
