@@ -31,7 +31,7 @@ from zope.interface import implementer
 from . import _messages as messages
 from ._auth import AllowAll, IAuthorizer
 from ._broker import IBroker, IDeliverySink, StoredEvent
-from ._calls import CallTable
+from ._calls import CallTable, RemoteCallError
 from ._channel import Channel, ChannelSpec
 from ._cors import CORSPolicy
 from ._dispatch import dispatch_forwarded
@@ -292,7 +292,12 @@ class SSEEndpoint:
         args: Any,
         error: tuple[str, str] | None = None,
     ) -> bool:
-        return self.client_calls.settle(callback_id, session_id, args, error)
+        if error is not None:
+            # An error answers a call, never a subscription's update.
+            return self.calls.refuse(callback_id, session_id, RemoteCallError(*error))
+        return self.calls.settle(
+            callback_id, session_id, args
+        ) or self.client_calls.deliver_update(session_id, callback_id, args)
 
     def remote_session_closed(self, session_id: str) -> None:
         if session_id in self.sessions:

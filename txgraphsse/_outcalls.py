@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from . import _messages as messages
 from ._broker import IBroker
-from ._calls import CallTable, RemoteCallError, SessionClosed
+from ._calls import CallTable, SessionClosed
 from ._limits import Limits
 
 __all__ = ["ClientCalls", "TooManyCalls"]
@@ -160,25 +160,6 @@ class ClientCalls:
         except Exception:
             self._log.failure("Subscriber of client route {route} failed", route=route)
         return True
-
-    def settle(
-        self,
-        callback_id: str,
-        session_id: str,
-        args: Any,
-        error: tuple[str, str] | None = None,
-    ) -> bool:
-        """
-        A client's answer (or error) to a call, or an update of a route
-        subscription, that another node received for this one.
-        """
-        calls = self._endpoint.calls
-        if error is not None:
-            # An error answers a call, never a subscription's update.
-            return calls.refuse(callback_id, session_id, RemoteCallError(*error))
-        return calls.settle(callback_id, session_id, args) or self.deliver_update(
-            session_id, callback_id, args
-        )
 
     def forget(self, session_id: str) -> None:
         """
