@@ -323,7 +323,12 @@ def _run_request(
     def answered(value: Any) -> Answer:
         reply = messages.reply(value, callback_id)  # type: ignore[arg-type]
         if session is not None and session.is_connected:
-            endpoint.send(reply, session_id=session.id)
+            try:
+                endpoint.send(reply, session_id=session.id)
+            except (TypeError, ValueError) as error:
+                raise ProtocolError(
+                    500, "route_failed", f"the result is not JSON: {error}"
+                ) from None
         return Answer(200, reply)
 
     return result.addCallback(answered)

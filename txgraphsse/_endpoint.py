@@ -224,8 +224,7 @@ class SSEEndpoint:
         existing = self.channels.get(spec.name)
         if existing is not None:
             return existing
-        if not spec.name or "," in spec.name:
-            raise ValueError(f"bad channel name: {spec.name!r}")
+        self.check_channel_name(spec.name)
         policy = spec.history_policy(self.history)
         event = spec.event_name(default=spec.name == DEFAULT_CHANNEL)
         if event is not None:
@@ -233,6 +232,16 @@ class SSEEndpoint:
         channel = Channel(self, spec.name, event, policy)
         self.channels[spec.name] = channel
         return channel
+
+    def check_channel_name(self, name: str) -> None:
+        """
+        @raise ValueError: C{name} cannot name a channel: empty, with a
+            comma (C{?channels=} separates names with them), or not
+            something an event name can carry.
+        """
+        if not name or "," in name:
+            raise ValueError(f"bad channel name: {name!r}")
+        encode_event("", name)
 
     def _broadcast(
         self,

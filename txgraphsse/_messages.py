@@ -17,6 +17,7 @@ __all__ = [
     "as_data",
     "dumps",
     "error_body",
+    "loads",
     "reply",
     "route_call",
     "run_request",
@@ -38,15 +39,42 @@ class ProtocolError(Exception):
         self.message = message
 
 
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def dumps(value: Any) -> str:
     """
     Compact JSON, as the framework sends it.  No raw line breaks can appear
     (JSON escapes them), so every JSON message is one C{data:} line.
+
+    @raise ValueError: for C{NaN} or an infinity, which are not JSON (a
+        browser's C{JSON.parse} refuses them).
+    @raise TypeError: for a value JSON has no form for.
     """
     return _encoder.encode(value)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def loads(raw: bytes | str) -> Any:
+    """
+    Parse strict JSON: C{NaN}, C{Infinity} and numbers too large for a
+    double (C{1e999}) are refused, as a browser's C{JSON.parse} would
+    refuse them on their way back.
+
+    @raise ValueError: C{raw} is not strict JSON.
+    @raise RecursionError: it nests deeper than Python's parser goes.
+    """
+    return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
 
 
 def as_data(message: Any) -> str:

@@ -14,7 +14,6 @@ C{branch=True}.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.error import UnsupportedMethod
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -37,6 +37,8 @@ from ._opening import set_stream_headers
 __all__ = ["SSEResource"]
 
 _JSON = b"application/json"
+#: The methods an endpoint answers.
+_ALLOW = b"GET, HEAD, POST, OPTIONS"
 _TEXT = b"text/plain"
 
 #: Files of the browser client, served below every endpoint's path.
@@ -155,6 +157,16 @@ class SSEResource(Resource):
             return super().render(request)  # type: ignore[no-untyped-call,no-any-return]
         except ProtocolError as error:
             return self._error(request, error)
+        except UnsupportedMethod:
+            request.setHeader(b"allow", _ALLOW)
+            return self._error(
+                request,
+                ProtocolError(
+                    405,
+                    "method_not_allowed",
+                    f"{request.method.decode('ascii', 'replace')} is not served here",
+                ),
+            )
 
     # Authorization, synchronous or not
 
@@ -222,10 +234,18 @@ class SSEResource(Resource):
         if limit is not None and len(names) > limit:
             raise ProtocolError(403, "forbidden", f"at most {limit} channels")
         for name in names:
-            if name not in endpoint.channels and not endpoint.dynamic_channels:
+            if name in endpoint.channels:
+                continue
+            if not endpoint.dynamic_channels:
                 raise ProtocolError(
                     403, "forbidden", f"no channel {name!r} on this endpoint"
                 )
+            try:
+                endpoint.check_channel_name(name)
+            except ValueError:
+                raise ProtocolError(
+                    400, "bad_channel", f"{name!r} cannot be a channel's name"
+                ) from None
         header = request.getHeader(b"last-event-id")
         if header is None:
             query = args.get(b"lastEventId")
@@ -315,9 +335,11 @@ class SSEResource(Resource):
     def _post(self, request: Request, raw: bytes, principal: Any) -> _Rendered:
         endpoint = self.endpoint
         try:
-            body = json.loads(raw)
+            body = messages.loads(raw)
         except (ValueError, RecursionError):
-            raise ProtocolError(400, "bad_json", "the body is not JSON") from None
+            raise ProtocolError(
+                400, "bad_json", "the body is not JSON (NaN and Infinity are not)"
+            ) from None
         if not json_depth(body, endpoint.limits.max_json_depth):
             raise ProtocolError(400, "bad_json", "the body nests too deep")
         header = request.getHeader(b"x-graphsse-session")
@@ -373,5 +395,5 @@ class SSEResource(Resource):
     def render_OPTIONS(self, request: Request) -> bytes:
         self.endpoint.cors.preflight(request)
         request.setResponseCode(204)
-        request.setHeader(b"allow", b"GET, HEAD, POST, OPTIONS")
+        request.setHeader(b"allow", _ALLOW)
         return b""
