@@ -8,15 +8,19 @@ refusal is PROTOCOL.md's JSON error, never an HTML page or a traceback.
 from __future__ import annotations
 
 import json
+import tempfile
 from typing import Any
 
 import treq
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 
-from txgraphsse import SSEBackend, SSEClient
+from txgraphsse import Limits, SSEBackend, SSEClient, SSEEndpoint, SSESite
+from txgraphsse._inbound import GuardedChannel
 
-from .test_integration import RawHTTP, _RealSocketCase, dechunk
+from .test_integration import RawHTTP, _reactor, _RealSocketCase, dechunk
 
 
 def _error(raw: RawHTTP) -> tuple[bytes, dict[bytes, list[bytes]], Any]:
@@ -173,3 +177,284 @@ class ChannelNameTests(_RealSocketCase):
         stream = await self.open_stream(url + "/sse?channels=fine")
         await stream.session_id()
         self.assertIn("fine", endpoint.channels)
+
+
+class _CountingChannel(GuardedChannel):
+    """
+    A guarded channel that counts the bytes it was handed.
+    """
+
+    received = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        type(self).received += len(data)
+        super().dataReceived(data)
+
+
+class _CountingSite(SSESite):
+    protocol = staticmethod(lambda factory=None: _CountingChannel())  # type: ignore[assignment]
+
+
+class GuardedSiteCase(_RealSocketCase):
+    """
+    An endpoint served by an L{SSESite} with small limits.
+    """
+
+    def guarded(
+        self, site_class: type[SSESite] = SSESite, **limits: Any
+    ) -> tuple[SSEEndpoint, str]:
+        chosen = Limits(**limits)
+        endpoint, plain = self.endpoint_site(limits=chosen)
+        site = site_class(plain.resource, limits=chosen, reactor=_reactor())
+        return endpoint, self.listen(site)
+
+    async def connect(self, url: str, bind: str = "127.0.0.1") -> RawHTTP:
+        """
+        A plain TCP connection to C{url}'s port from address C{bind}.
+        """
+        number = int(url.rsplit(":", 1)[1])
+        endpoint = TCP4ClientEndpoint(
+            _reactor(), "127.0.0.1", number, timeout=5, bindAddress=(bind, 0)
+        )
+        protocol = RawHTTP()
+        await connectProtocol(endpoint, protocol)
+        self._raw.append(protocol)
+        return protocol
+
+
+class BodyLimitTests(GuardedSiteCase):
+    """
+    Bodies are bounded as they arrive.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.spooled: list[object] = []
+        real = tempfile.TemporaryFile
+
+        def spool(*args: Any, **kwargs: Any) -> Any:
+            self.spooled.append(args)
+            return real(*args, **kwargs)
+
+        self.patch(tempfile, "TemporaryFile", spool)
+
+    async def test_declared_length_refused_before_the_body(self) -> None:
+        """
+        A declared C{Content-Length} of 64 MiB over a 64 KiB limit is
+        refused with C{413} as its head ends, whatever the client goes on
+        sending: the server reads at most the limit plus a socket buffer of
+        it, and opens no temporary file.
+        """
+        _CountingChannel.received = 0
+        _, url = self.guarded(_CountingSite, max_body=65536)
+        raw = await self.connect(url)
+        assert raw.transport is not None
+        raw.transport.write(
+            b"POST /sse HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 67108864\r\n\r\n"
+        )
+        block = b"x" * 65536
+        for _ in range(1024):
+            if raw.lost.called:
+                break
+            raw.transport.write(block)
+            await deferLater(_reactor(), 0, lambda: None)
+        await raw.until_lost()
+        status, _, answer = _error(raw)
+        self.assertEqual(status, b"HTTP/1.1 413 Content Too Large")
+        self.assertEqual(answer["error"]["code"], "too_large")
+        self.assertLess(_CountingChannel.received, 65536 + 4 * 1024 * 1024)
+        self.assertEqual(self.spooled, [])
+
+    async def test_chunked_body_cut_at_the_limit(self) -> None:
+        """
+        A chunked body is counted as it arrives and refused with C{413} once
+        it passes the limit, without a temporary file.
+        """
+        _, url = self.guarded(max_body=4096)
+        raw = await self.connect(url)
+        assert raw.transport is not None
+        raw.transport.write(
+            b"POST /sse HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        for _ in range(64):
+            if raw.lost.called:
+                break
+            raw.transport.write(b"400\r\n" + b"y" * 1024 + b"\r\n")
+            await deferLater(_reactor(), 0.01, lambda: None)
+        await raw.until_lost()
+        status, _, answer = _error(raw)
+        self.assertEqual(status, b"HTTP/1.1 413 Content Too Large")
+        self.assertEqual(answer["error"]["code"], "too_large")
+        self.assertEqual(self.spooled, [])
+
+    async def test_bodies_within_the_limit_work(self) -> None:
+        """
+        A call within the limits is answered as on any site, chunked or not,
+        with no temporary file even for a body Twisted would have spooled.
+        """
+        _, url = self.guarded(max_body=200_000)
+        code, answer = await self.post(
+            url + "/sse", {"route": "echo", "args": "x" * 150_000}
+        )
+        self.assertEqual(code, 200)
+        self.assertEqual(len(answer["args"]), 150_000)
+        self.assertEqual(self.spooled, [])
+
+
+class HeadLimitTests(GuardedSiteCase):
+    """
+    Request lines and headers over their limits get 414 and 431 as JSON.
+    """
+
+    async def _send(self, url: str, request: bytes) -> tuple[bytes, Any]:
+        raw = await self.connect(url)
+        assert raw.transport is not None
+        raw.transport.write(request)
+        await raw.until_lost()
+        status, _, answer = _error(raw)
+        return status, answer
+
+    async def test_long_uri(self) -> None:
+        """
+        A 70 kB request line gets C{414 uri_too_long}.
+        """
+        _, url = self.guarded()
+        status, answer = await self._send(
+            url, b"GET /sse?x=" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        self.assertEqual(status, b"HTTP/1.1 414 URI Too Long")
+        self.assertEqual(answer["error"]["code"], "uri_too_long")
+
+    async def test_long_headers(self) -> None:
+        """
+        70 kB of headers, in one line or in many, get C{431
+        headers_too_large}.
+        """
+        _, url = self.guarded()
+        for headers in (
+            b"X-Big: " + b"b" * 70_000 + b"\r\n",
+            b"".join(b"X-%d: %s\r\n" % (i, b"c" * 60) for i in range(1000)),
+        ):
+            status, answer = await self._send(
+                url, b"GET /sse HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"
+            )
+            self.assertEqual(status, b"HTTP/1.1 431 Request Header Fields Too Large")
+            self.assertEqual(answer["error"]["code"], "headers_too_large")
+
+
+class DeadlineTests(GuardedSiteCase):
+    """
+    Heads and bodies have deadlines, not inactivity timers; streams have
+    neither.
+    """
+
+    async def _trickle(self, raw: RawHTTP, data: bytes, every: float) -> float:
+        """
+        Send C{data} a byte at a time, C{every} seconds apart, until the
+        server closes; return how long it took.
+        """
+        assert raw.transport is not None
+        clock = _reactor()
+        start = clock.seconds()
+        for byte in data:
+            if raw.lost.called:
+                break
+            raw.transport.write(bytes([byte]))
+            await deferLater(clock, every, lambda: None)
+        await raw.until_lost()
+        return float(clock.seconds() - start)
+
+    async def test_trickled_head_cut(self) -> None:
+        """
+        A head trickled a byte every 0.2 s is cut at its 1 s deadline with
+        C{408}, though it never stops sending.
+        """
+        _, url = self.guarded(header_timeout=1.0)
+        raw = await self.connect(url)
+        took = await self._trickle(raw, b"GET /sse HTTP/1.1\r\nHost: x\r\n" * 10, 0.2)
+        status, _, answer = _error(raw)
+        self.assertEqual(status, b"HTTP/1.1 408 Request Timeout")
+        self.assertEqual(answer["error"]["code"], "timeout")
+        self.assertLess(took, 3.0)
+
+    async def test_trickled_body_cut(self) -> None:
+        """
+        A body trickled a byte every 0.2 s is cut at its 1 s deadline.
+        """
+        _, url = self.guarded(body_timeout=1.0)
+        raw = await self.connect(url)
+        assert raw.transport is not None
+        raw.transport.write(
+            b"POST /sse HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 200\r\n\r\n"
+        )
+        took = await self._trickle(raw, b" " * 200, 0.2)
+        status, _, answer = _error(raw)
+        self.assertEqual(status, b"HTTP/1.1 408 Request Timeout")
+        self.assertEqual(answer["error"]["code"], "timeout")
+        self.assertLess(took, 3.0)
+
+    async def test_streams_untouched(self) -> None:
+        """
+        A stream outlives both deadlines and still gets events.
+        """
+        endpoint, url = self.guarded(header_timeout=0.3, body_timeout=0.3)
+        stream = await self.open_stream(url + "/sse")
+        sid = await stream.session_id()
+        await deferLater(_reactor(), 1.0, lambda: None)
+        endpoint.send("later", session_id=sid)
+        await stream.until(lambda: stream.events[-1].data == "later")
+        self.assertFalse(stream.ended)
+
+
+class ConnectionCapTests(GuardedSiteCase):
+    """
+    Connections that are not streams are capped per address and in all.
+    """
+
+    async def test_per_address_cap(self) -> None:
+        """
+        With a cap of 3, a fourth idle connection from 127.0.0.1 is refused
+        with C{503} and C{Retry-After} at once, while 127.0.0.2 still opens
+        a stream; a connection that became a stream no longer counts.
+        """
+        endpoint, url = self.guarded(max_connecting_per_address=3)
+        idle = [await self.connect(url) for _ in range(3)]
+        fourth = await self.connect(url)
+        await fourth.until_lost()
+        status, headers, answer = _error(fourth)
+        self.assertEqual(status, b"HTTP/1.1 503 Service Unavailable")
+        self.assertEqual(answer["error"]["code"], "unavailable")
+        self.assertIn(b"retry-after", headers)
+        other = await self.connect(url, bind="127.0.0.2")
+        assert other.transport is not None
+        other.transport.write(b"GET /sse HTTP/1.1\r\nHost: x\r\n\r\n")
+        await other.until(lambda: b"setId" in bytes(other.data))
+        # Streams leave the count: two idle ones close, two streams open,
+        # and there is still room for an idle connection.
+        for raw in idle[:2]:
+            assert raw.transport is not None
+            raw.transport.loseConnection()
+            await raw.until_lost()
+        for _ in range(2):
+            stream = await self.open_stream(url + "/sse")
+            await stream.session_id()
+        extra = await self.connect(url)
+        assert extra.transport is not None
+        extra.transport.write(b"GET /sse HTTP/1.1\r\nHost: x\r\n\r\n")
+        await extra.until(lambda: b"setId" in bytes(extra.data))
+        self.assertEqual(len(endpoint.sessions), 4)
+
+    async def test_total_cap(self) -> None:
+        """
+        The cap on all connections refuses a third one from any address.
+        """
+        _, url = self.guarded(max_connecting=2)
+        await self.connect(url)
+        await self.connect(url, bind="127.0.0.2")
+        third = await self.connect(url, bind="127.0.0.3")
+        await third.until_lost()
+        status, _, _ = _error(third)
+        self.assertEqual(status, b"HTTP/1.1 503 Service Unavailable")

@@ -19,6 +19,7 @@ from ._cors import CORSPolicy
 from ._encoder import encode_comment, encode_event, encode_retry
 from ._endpoint import SSEClient, SSEEndpoint
 from ._graph import Caller, Value
+from ._inbound import SSESite
 from ._limits import Limits
 from ._messages import ProtocolError
 from ._outcalls import TooManyCalls
@@ -50,6 +51,7 @@ __all__ = (
     "SSEEndpoint",
     "SSEResource",
     "SSEService",
+    "SSESite",
     "SSESession",
     "ServerSentEvent",
     "SessionClosed",

@@ -19,9 +19,11 @@ C{tests/test_internals.py} names every attribute, so that an upgrade which
 changes them fails there loudly, and runs the stream tests with the fast
 path off.
 
-This module also holds the one other Twisted private name the package
-relies on: the TLS context factory of a TLS server port, which
-L{rebuild_tls_context} changes for the tap.
+This module also holds the other Twisted private names the package relies
+on: the TLS context factory of a TLS server endpoint, which
+L{rebuild_tls_context} changes for the tap, and the wrapper that lets a
+site's HTTP/1.1 channel hand over to HTTP/2 when TLS negotiates it, which
+L{negotiating_channel} puts around the endpoint's own channel.
 
 It knows transports and ports, never sessions, requests or events.
 """
@@ -41,6 +43,7 @@ __all__ = [
     "FAST_PATH",
     "TRANSPORT_ATTRIBUTES",
     "direct_transport",
+    "negotiating_channel",
     "probe",
     "rebuild_tls_context",
     "write_direct",
@@ -205,3 +208,31 @@ def rebuild_tls_context(endpoint: object, rebuild: Callable[[Any], object]) -> b
 
 
 _tls_logged = False
+
+
+def negotiating_channel(channel: Any) -> Any:
+    """
+    C{channel} (an C{HTTPChannel}) inside the wrapper that C{Site} puts
+    around its own, which switches to HTTP/2 when TLS negotiates C{h2}.
+
+    Twisted builds that wrapper only around a plain C{HTTPChannel}
+    (C{http._genericHTTPChannelProtocolFactory}); the class is private.
+    Where it is gone, C{channel} is used bare (HTTP/1.1 only), and that is
+    logged once.
+    """
+    from twisted.web import http
+
+    wrapper = getattr(http, "_GenericHTTPChannelProtocol", None)
+    if wrapper is None:
+        global _h2_logged
+        if not _h2_logged:
+            _h2_logged = True
+            _log.warn(
+                "twisted.web.http has no _GenericHTTPChannelProtocol: the"
+                " endpoint's site speaks HTTP/1.1 only"
+            )
+        return channel
+    return wrapper(channel)
+
+
+_h2_logged = False

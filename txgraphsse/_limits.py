@@ -47,6 +47,11 @@ class Limits:
     """
     What one endpoint allows.  L{None} means no limit.
 
+    The limits on connections and request heads (C{max_uri} to
+    C{max_connecting}) bite as the bytes arrive, where the endpoint is
+    served by an L{txgraphsse.SSESite} (as C{twistd graphsse} does): a plain
+    C{Site} reads whole requests before the endpoint sees them.
+
     @ivar max_body: bytes in one C{POST} body (C{413 too_large}).
     @ivar max_json_depth: nesting of arrays and objects in one body
         (C{400 bad_json}).
@@ -62,6 +67,17 @@ class Limits:
         (C{429 rate_limited}).
     @ivar max_channels: channels one session may join (C{403 forbidden}).
     @ivar retry_after: seconds a refused client is told to wait.
+    @ivar max_uri: bytes in a request line (C{414 uri_too_long}).
+    @ivar max_header_bytes: bytes in a request's header lines, all together
+        (C{431 headers_too_large}).
+    @ivar header_timeout: seconds a request's head may take to arrive, from
+        its first byte, however it trickles (C{408 timeout}).
+    @ivar body_timeout: seconds a request's body may take to arrive, from
+        the end of its head (C{408 timeout}).
+    @ivar max_connecting_per_address: connections from one client address
+        that are not streams (yet): a connection past it is refused as it
+        opens (C{503 unavailable}).  Trusted proxies are not counted.
+    @ivar max_connecting: the same for all addresses together.
     @ivar trusted_proxies: the proxies (addresses or networks, such as
         C{"127.0.0.1"} or C{"10.0.0.0/8"}) whose C{X-Forwarded-For} says who
         the client is, for the per-address limits and the logs.  Behind
@@ -80,6 +96,24 @@ class Limits:
     max_channels: int | None = 64
     retry_after: int = 5
     trusted_proxies: tuple[_Network, ...] = field(default=(), converter=_networks)
+    max_uri: int = 8192
+    max_header_bytes: int = 16384
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connecting_per_address: int | None = 256
+    max_connecting: int | None = 10_000
+
+    def trusts(self, peer: str) -> bool:
+        """
+        Whether C{peer} (an address) is one of the trusted proxies.
+        """
+        if not self.trusted_proxies:
+            return False
+        try:
+            address = ip_address(peer)
+        except ValueError:
+            return False
+        return _trusted(address, self.trusted_proxies)
 
 
 @define
