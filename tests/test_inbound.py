@@ -18,6 +18,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 
 from txgraphsse import Limits, SSEBackend, SSEClient, SSEEndpoint, SSESite
+from txgraphsse import _messages as messages
 from txgraphsse._inbound import GuardedChannel
 
 from .test_integration import RawHTTP, _reactor, _RealSocketCase, dechunk
@@ -458,3 +459,66 @@ class ConnectionCapTests(GuardedSiteCase):
         await third.until_lost()
         status, _, _ = _error(third)
         self.assertEqual(status, b"HTTP/1.1 503 Service Unavailable")
+
+
+class CallRateTests(GuardedSiteCase):
+    """
+    Call limits that compose: one address's streams share its bucket, and
+    the bucket is taken before the body is parsed.
+    """
+
+    async def test_streams_of_one_address_share_its_bucket(self) -> None:
+        """
+        Fifty streams from one address, each well within its own rate, get
+        no more calls through together than the address's burst.
+        """
+        endpoint, url = self.guarded(
+            calls_per_second=1,
+            call_burst=5,
+            address_calls_per_second=0.001,
+            address_call_burst=10,
+        )
+        sessions = []
+        for _ in range(50):
+            stream = await self.open_stream(url + "/sse")
+            sessions.append(await stream.session_id())
+        codes = []
+        for sid in sessions:
+            response = await self.http.post(
+                url + "/sse",
+                data=b'{"route":"ping"}',
+                headers={
+                    b"content-type": [b"application/json"],
+                    b"x-graphsse-session": [sid.encode()],
+                },
+            )
+            await treq.content(response)
+            codes.append(response.code)
+        self.assertEqual(codes.count(200), 10)
+        self.assertEqual(codes.count(429), 40)
+        self.assertEqual(len(endpoint.sessions), 50)
+
+    async def test_refused_before_parsing(self) -> None:
+        """
+        Once an address is over its rate, a 1 MB body is refused with
+        C{429} without being parsed.
+        """
+        parsed: list[int] = []
+        real = messages.loads
+
+        def loads(raw: Any) -> Any:
+            parsed.append(len(raw))
+            return real(raw)
+
+        self.patch(messages, "loads", loads)
+        _, url = self.guarded(
+            max_body=2 << 20, address_calls_per_second=0.001, address_call_burst=1
+        )
+        code, _ = await self.post(url + "/sse", {"route": "ping"})
+        self.assertEqual(code, 200)
+        code, answer = await self.post(
+            url + "/sse", {"route": "echo", "args": "z" * (1 << 20)}
+        )
+        self.assertEqual(code, 429)
+        self.assertEqual(answer["error"]["code"], "rate_limited")
+        self.assertEqual(len(parsed), 1)

@@ -58,6 +58,10 @@ class Limits:
     @ivar calls_per_second: sustained C{POST}s per session (or, without a
         session, per client address), with bursts of C{call_burst}
         (C{429 rate_limited}).
+    @ivar address_calls_per_second: sustained C{POST}s per client address,
+        all its sessions together, with bursts of C{address_call_burst}:
+        what one address may cost however many streams it opens.  Taken
+        before the body is read or parsed.
     @ivar max_sessions: open streams on this node (C{503 unavailable}).
     @ivar max_sessions_per_address: open streams per client address
         (C{503 unavailable}).
@@ -89,6 +93,8 @@ class Limits:
     max_json_depth: int = 64
     calls_per_second: float | None = None
     call_burst: int = 50
+    address_calls_per_second: float | None = None
+    address_call_burst: int = 200
     max_sessions: int | None = None
     max_sessions_per_address: int | None = None
     max_pending_calls: int | None = 10_000
@@ -145,18 +151,19 @@ class TokenBucket:
 
 class CallRates:
     """
-    The call buckets of one endpoint: one per session, and one per address
-    for calls that name no session this node holds (made-up ids must not
-    mint fresh buckets).
+    The call buckets of one endpoint: one per session, one per address for
+    calls that name no session this node holds (made-up ids must not mint
+    fresh buckets), and one per address for all its calls together.
     """
 
-    #: Past this many buckets, the address buckets that are full again are
-    #: forgotten.
+    #: Past this many buckets of a kind, the address buckets that are full
+    #: again are forgotten.
     PRUNE_AT = 100_000
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
         self._buckets: dict[str, TokenBucket] = {}
+        self._addresses: dict[str, TokenBucket] = {}
 
     def take(self, key: str, now: float) -> bool:
         """
@@ -165,15 +172,25 @@ class CallRates:
 
         @return: whether it is within C{Limits.calls_per_second}.
         """
-        rate = self._limits.calls_per_second
-        if rate is None:
-            return True
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            if len(self._buckets) >= self.PRUNE_AT:
-                self._prune(now)
-            bucket = self._buckets[key] = TokenBucket(rate, self._limits.call_burst)
-        return bucket.take(now)
+        limits = self._limits
+        return _take(
+            self._buckets, key, now, limits.calls_per_second, limits.call_burst
+        )
+
+    def take_address(self, address: str, now: float) -> bool:
+        """
+        Count one call against everything C{address} sends.
+
+        @return: whether it is within C{Limits.address_calls_per_second}.
+        """
+        limits = self._limits
+        return _take(
+            self._addresses,
+            "@" + address,
+            now,
+            limits.address_calls_per_second,
+            limits.address_call_burst,
+        )
 
     def forget(self, key: str) -> None:
         """
@@ -181,23 +198,38 @@ class CallRates:
         """
         self._buckets.pop(key, None)
 
-    def _prune(self, now: float) -> None:
-        """
-        Forget the buckets of addresses that have been quiet long enough to
-        be full again: forgetting them changes nothing.  Sessions' buckets go
-        with their sessions.
-        """
-        rate = self._limits.calls_per_second or 1.0
-        refill = self._limits.call_burst / rate
-        for key in [
-            k
-            for k, b in self._buckets.items()
-            if k.startswith("@") and now - b.stamp >= refill
-        ]:
-            del self._buckets[key]
-
     def __len__(self) -> int:
-        return len(self._buckets)
+        return len(self._buckets) + len(self._addresses)
+
+
+def _take(
+    buckets: dict[str, TokenBucket],
+    key: str,
+    now: float,
+    rate: float | None,
+    burst: int,
+) -> bool:
+    """
+    Spend a token of C{key}'s bucket in C{buckets}, made full on first use.
+    Past L{CallRates.PRUNE_AT} buckets, those of addresses (keys that start
+    with C{@}) that have been quiet long enough to be full again are
+    forgotten first: forgetting them changes nothing.  Sessions' buckets go
+    with their sessions.
+    """
+    if rate is None:
+        return True
+    bucket = buckets.get(key)
+    if bucket is None:
+        if len(buckets) >= CallRates.PRUNE_AT:
+            refill = burst / rate
+            for stale in [
+                k
+                for k, b in buckets.items()
+                if k.startswith("@") and now - b.stamp >= refill
+            ]:
+                del buckets[stale]
+        bucket = buckets[key] = TokenBucket(rate, burst)
+    return bucket.take(now)
 
 
 def _trusted(address: IPv4Address | IPv6Address, proxies: Sequence[_Network]) -> bool:

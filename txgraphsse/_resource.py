@@ -326,13 +326,37 @@ class SSEResource(Resource):
         )
         if length is not None and length.isdigit() and int(length) > limits.max_body:
             raise too_large
+        # The tokens this request can be charged before its body is read:
+        # its address's (all its calls together), and the session its header
+        # names, if this node holds it.
+        endpoint = self.endpoint
+        address = _address(request, limits)
+        header = request.getHeader(b"x-graphsse-session")
+        header_session = None if header is None else header.decode("utf-8", "replace")
+        charged = header_session if header_session in endpoint.sessions else None
+        now = endpoint.clock.seconds()
+        if not endpoint.rates.take_address(address, now) or (
+            charged is not None and not endpoint.rates.take(charged, now)
+        ):
+            raise ProtocolError(429, "rate_limited", "too many calls; slow down")
         assert request.content is not None
         raw = request.content.read(limits.max_body + 1)
         if len(raw) > limits.max_body:
             raise too_large
-        return self._authorized(request, lambda p: self._post(request, raw, p))
+        return self._authorized(
+            request,
+            lambda p: self._post(request, raw, p, header_session, charged, address),
+        )
 
-    def _post(self, request: Request, raw: bytes, principal: Any) -> _Rendered:
+    def _post(
+        self,
+        request: Request,
+        raw: bytes,
+        principal: Any,
+        header_session: str | None,
+        charged: str | None,
+        address: str,
+    ) -> _Rendered:
         endpoint = self.endpoint
         try:
             body = messages.loads(raw)
@@ -342,15 +366,13 @@ class SSEResource(Resource):
             ) from None
         if not json_depth(body, endpoint.limits.max_json_depth):
             raise ProtocolError(400, "bad_json", "the body nests too deep")
-        header = request.getHeader(b"x-graphsse-session")
-        header_session = None if header is None else header.decode("utf-8", "replace")
         named = body.get("sessionId") if isinstance(body, dict) else None
         caller = named if isinstance(named, str) and named else header_session
         if caller not in endpoint.sessions:
             # Only sessions this node holds have their own bucket: made-up
             # ids must not mint fresh ones.
-            caller = "@" + _address(request, endpoint.limits)
-        if not endpoint.take_call_token(caller):
+            caller = "@" + address
+        if caller != charged and not endpoint.take_call_token(caller):
             raise ProtocolError(429, "rate_limited", "too many calls; slow down")
 
         ended = _ended(request)
