@@ -26,7 +26,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from txgraphsse import SSEBackend, SSEService, tap
-from txgraphsse._workers import TCPPort, WorkerSupervisor, parse_tcp
+from txgraphsse._ports import TCPPort, parse_tcp
+from txgraphsse._workers import WorkerSupervisor
 
 from ._cluster import (
     ClusterClient,

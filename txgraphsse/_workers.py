@@ -11,11 +11,8 @@ each worker C{SIGTERM}, then C{SIGKILL} to any still running after
 L{WorkerSupervisor.stop_timeout} seconds.  A worker whose parent is gone
 (even by C{SIGKILL}) sees its stdin end and stops too: no orphans.
 
-Where the kernel has C{SO_REUSEPORT} (Linux), the parent binds one socket per
-worker slot, all on the same port, so that the kernel spreads connections
-evenly over the workers; a slot's socket outlives its worker, so connections
-that arrive while a worker restarts wait in its backlog instead of being
-refused.  Elsewhere every worker accepts on one shared socket.
+The ports are shared as L{txgraphsse._ports} says: a socket per worker slot
+where the kernel has C{SO_REUSEPORT}, else one for all.
 
 Each worker is an ordinary graphsse process built by L{txgraphsse.tap.build}
 from the same command line, with its own L{txgraphsse.redis.RedisBroker}
@@ -38,9 +35,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from attrs import define, field, frozen
+from attrs import define, field
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import (
     ConnectionDone,
     ProcessExitedAlready,
@@ -48,7 +45,6 @@ from twisted.internet.error import (
 )
 from twisted.internet.interfaces import (
     IDelayedCall,
-    IListeningPort,
     IProcessTransport,
     IReactorCore,
     IReactorFDSet,
@@ -58,7 +54,7 @@ from twisted.internet.interfaces import (
     IReadDescriptor,
     IWriteDescriptor,
 )
-from twisted.internet.protocol import ProcessProtocol, ServerFactory
+from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import (
     ILogObserver,
     InvalidLogLevelError,
@@ -71,10 +67,12 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._ports import REUSE_PORT, AdoptedPort, bind_all, parse_tcp
+
 if TYPE_CHECKING:
     from .tap import Options
 
-__all__ = ["TCPPort", "WorkerSupervisor", "main", "parse_tcp"]
+__all__ = ["WorkerSupervisor", "main"]
 
 #: The package's parent directory: workers import txgraphsse from there.
 _ROOT = str(Path(__file__).resolve().parent.parent)
@@ -84,96 +82,6 @@ _LINK_TIMEOUT = 10.0
 
 #: What a worker runs: its configuration arrives on stdin.
 _BOOT = "from txgraphsse._workers import main; main()"
-
-
-@frozen
-class TCPPort:
-    """
-    A listening TCP port, from a C{tcp:} strports description.
-
-    @ivar port: the port number (0: any free one, the same for every slot).
-    @ivar interface: the address to bind (empty: every IPv4 address).
-    @ivar backlog: the listen queue's length.
-    """
-
-    port: int
-    interface: str = ""
-    backlog: int = 50
-
-    @property
-    def family(self) -> socket.AddressFamily:
-        return socket.AF_INET6 if ":" in self.interface else socket.AF_INET
-
-
-def _split(description: str) -> list[str]:
-    # strports: fields separated by ":", with "\:" an escaped colon.
-    parts = [""]
-    escaped = False
-    for char in description:
-        if escaped:
-            parts[-1] += char
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ":":
-            parts.append("")
-        else:
-            parts[-1] += char
-    return parts
-
-
-def parse_tcp(description: str) -> TCPPort:
-    """
-    The L{TCPPort} of a C{tcp:PORT[:interface=ADDRESS][:backlog=N]} strports
-    description (a bare number is a TCP port too).
-
-    @raise ValueError: for any other kind of port.
-    """
-    if description.isdigit():
-        description = f"tcp:{description}"
-    kind, *fields = _split(description)
-    if kind != "tcp":
-        raise ValueError(
-            f"workers share TCP ports only (tcp:PORT[:interface=...]),"
-            f" not {description!r}"
-        )
-    values: dict[str, str] = {}
-    positional = ["port"]
-    for item in fields:
-        name, equals, value = item.partition("=")
-        if not equals:
-            if not positional:
-                raise ValueError(f"too many fields in {description!r}")
-            name, value = positional.pop(0), item
-        elif name in positional:
-            positional.remove(name)
-        if name not in ("port", "interface", "backlog") or name in values:
-            raise ValueError(f"bad field {name!r} in {description!r}")
-        values[name] = value
-    try:
-        port = int(values["port"])
-        backlog = int(values.get("backlog", "50"))
-    except (KeyError, ValueError):
-        raise ValueError(f"bad port or backlog in {description!r}") from None
-    if not 0 <= port <= 65535 or backlog < 1:
-        raise ValueError(f"bad port or backlog in {description!r}")
-    return TCPPort(port, values.get("interface", ""), backlog)
-
-
-def _bind(spec: TCPPort, port: int, reuse_port: bool) -> socket.socket:
-    sock = socket.socket(spec.family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        default = "::" if spec.family == socket.AF_INET6 else ""
-        sock.bind((spec.interface or default, port))
-        sock.listen(spec.backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 @define
@@ -269,9 +177,7 @@ class WorkerSupervisor(Service):
         self._executable = executable or sys.executable
         self.count: int = options["workers"]
         self.specs = [parse_tcp(d) for d in options["ports"]]
-        self.reuse_port = hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith(
-            "linux"
-        )
+        self.reuse_port = REUSE_PORT
         self._sockets: list[list[socket.socket]] = []
         self.workers = [_Worker(slot) for slot in range(self.count)]
         self._stopping = False
@@ -304,21 +210,7 @@ class WorkerSupervisor(Service):
     def _bind(self) -> None:
         if self._sockets:
             return
-        bound: list[list[socket.socket]] = []
-        try:
-            for spec in self.specs:
-                first = _bind(spec, spec.port, self.reuse_port)
-                socks = [first]
-                if self.reuse_port:
-                    port = first.getsockname()[1]
-                    socks.extend(_bind(spec, port, True) for _ in range(1, self.count))
-                bound.append(socks)
-        except BaseException:
-            for socks in bound:
-                for sock in socks:
-                    sock.close()
-            raise
-        self._sockets = bound
+        self._sockets = bind_all(self.specs, self.count, self.reuse_port)
         self._log.info(
             "Listening on {ports} for {count} workers ({how})",
             ports=", ".join(
@@ -511,47 +403,6 @@ class WorkerSupervisor(Service):
 
 
 # The worker's side
-
-
-class _AdoptedPort(Service):
-    """
-    A listening socket inherited from the parent, served by C{factory} once
-    C{ready} fires: until then, connections wait in the socket's backlog.
-    """
-
-    def __init__(
-        self,
-        reactor: IReactorSocket,
-        fd: int,
-        family: int,
-        factory: ServerFactory[Any],
-        ready: Deferred[None],
-    ) -> None:
-        self._reactor = reactor
-        self._fd: int | None = fd
-        self._family = socket.AddressFamily(family)
-        self._factory = factory
-        self._ready = ready
-        self.port: IListeningPort | None = None
-
-    def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        self._ready.addCallback(self._adopt)
-
-    def _adopt(self, _: object) -> None:
-        fd, self._fd = self._fd, None
-        if fd is None or not self.running:
-            return
-        self.port = self._reactor.adoptStreamPort(fd, self._family, self._factory)
-        # The reactor keeps a duplicate; the inherited one is not needed.
-        os.close(fd)
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()  # type: ignore[no-untyped-call]
-        port, self.port = self.port, None
-        if port is None:
-            return succeed(None)
-        return maybeDeferred(port.stopListening).addCallback(lambda _: None)
 
 
 @implementer(IReadDescriptor)
@@ -770,7 +621,7 @@ def main() -> None:
         core.addSystemEventTrigger("after", "shutdown", shared.publish, False)
     SSEService(backend).setServiceParent(top)  # type: ignore[no-untyped-call]
     for entry in config["listen"]:
-        _AdoptedPort(
+        AdoptedPort(
             cast(IReactorSocket, reactor), entry["fd"], entry["family"], site, ready
         ).setServiceParent(top)  # type: ignore[no-untyped-call]
 

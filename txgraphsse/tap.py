@@ -33,6 +33,7 @@ from ._broker import HistoryPolicy, IBroker
 from ._cors import CORSPolicy
 from ._endpoint import SSEEndpoint
 from ._limits import Limits
+from ._ports import parse_tcp
 
 if TYPE_CHECKING:
     from .metrics import SharedStats
@@ -231,8 +232,6 @@ class Options(usage.Options):
                     "--workers past 1 needs --redis: workers share sessions and"
                     " events only through a broker they all reach"
                 )
-            from ._workers import parse_tcp
-
             for description in self["ports"]:
                 try:
                     parse_tcp(description)
