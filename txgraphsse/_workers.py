@@ -6,10 +6,11 @@ ports, tied together by the broker (Redis).
 The parent, the twistd process, serves nothing itself.  It binds every
 C{--port} (TCP only) before twistd drops privileges, spawns the workers with
 the listening sockets as inherited descriptors, relays their logs into its
-own, restarts a worker that dies (with a growing delay), and on stop sends
-each worker C{SIGTERM}, then C{SIGKILL} to any still running after
-L{WorkerSupervisor.stop_timeout} seconds.  A worker whose parent is gone
-(even by C{SIGKILL}) sees its stdin end and stops too: no orphans.
+own (L{txgraphsse._logpipe}), restarts a worker that dies (with a growing
+delay), and on stop sends each worker C{SIGTERM}, then C{SIGKILL} to any
+still running after L{WorkerSupervisor.stop_timeout} seconds.  A worker
+whose parent is gone (even by C{SIGKILL}) sees its stdin end and stops too:
+no orphans.
 
 The ports are shared as L{txgraphsse._ports} says: a socket per worker slot
 where the kernel has C{SO_REUSEPORT}, else one for all.
@@ -30,7 +31,6 @@ import signal
 import socket
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -52,21 +52,15 @@ from twisted.internet.interfaces import (
     IReactorSocket,
     IReactorTime,
     IReadDescriptor,
-    IWriteDescriptor,
 )
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import (
-    ILogObserver,
-    InvalidLogLevelError,
     Logger,
-    LogLevel,
-    eventAsText,
-    globalLogBeginner,
-    globalLogPublisher,
 )
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._logpipe import LogPipe, log_to_parent, relay
 from ._ports import REUSE_PORT, AdoptedPort, bind_all, parse_tcp
 
 if TYPE_CHECKING:
@@ -286,29 +280,7 @@ class WorkerSupervisor(Service):
     # Logs
 
     def _relay(self, worker: _Worker, fd: int, line: bytes) -> None:
-        text = line.decode("utf-8", "replace").rstrip("\r\n")
-        if not text:
-            return
-        system = f"worker {worker.slot}"
-        if fd == 1 and text.startswith("["):
-            try:
-                level_name, message, namespace = json.loads(text)
-                level = LogLevel.levelWithName(level_name)
-            except (ValueError, TypeError, InvalidLogLevelError):
-                pass
-            else:
-                globalLogPublisher(
-                    {
-                        "log_level": level,
-                        "log_format": "{log_text}",
-                        "log_text": message,
-                        "log_namespace": namespace,
-                        "log_system": system,
-                        "log_time": time.time(),
-                    }
-                )
-                return
-        self._log.warn("{worker_output}", worker_output=text, log_system=system)
+        relay(self._log, f"worker {worker.slot}", fd, line)
 
     # Deaths, restarts, stop
 
@@ -452,105 +424,6 @@ class _ParentWatch:
             return True
 
 
-@implementer(IWriteDescriptor)
-class _LogPipe:
-    """
-    The worker's log, as lines on stdout (a pipe the parent reads), written
-    without ever blocking the reactor: at once while the pipe takes them,
-    else kept (up to C{limit} bytes; past it, lines are dropped and counted)
-    and written when the pipe drains.
-    """
-
-    limit = 4 << 20
-
-    def __init__(self, reactor: IReactorFDSet) -> None:
-        self._reactor = reactor
-        self._pending = bytearray()
-        self._writing = False
-        self.dropped = 0
-        os.set_blocking(1, False)
-
-    def fileno(self) -> int:
-        return 1
-
-    def logPrefix(self) -> str:
-        return "log"
-
-    def write(self, line: bytes) -> None:
-        if self._pending:
-            if len(self._pending) + len(line) > self.limit:
-                self.dropped += 1
-                return
-            self._pending += line
-            return
-        try:
-            written = os.write(1, line)
-        except BlockingIOError:
-            written = 0
-        except OSError:
-            return  # the parent is gone
-        if written < len(line):
-            self._pending += line[written:]
-            self._start()
-
-    def _start(self) -> None:
-        if not self._writing:
-            self._writing = True
-            self._reactor.addWriter(self)
-
-    def doWrite(self) -> None:
-        try:
-            written = os.write(1, self._pending)
-        except BlockingIOError:
-            return
-        except OSError:
-            self._pending.clear()
-            written = 0
-        del self._pending[:written]
-        if not self._pending:
-            self._writing = False
-            self._reactor.removeWriter(self)
-            if self.dropped:
-                dropped, self.dropped = self.dropped, 0
-                self.write(_log_line(LogLevel.warn, f"{dropped} log lines dropped"))
-
-    def flush(self) -> None:
-        """
-        Write what is kept, blocking: for the end of the process.
-        """
-        os.set_blocking(1, True)
-        with contextlib.suppress(OSError):
-            while self._pending:
-                del self._pending[: os.write(1, self._pending)]
-
-    def connectionLost(self, reason: Failure) -> None:
-        self._writing = False
-
-
-def _log_line(
-    level: LogLevel, text: str, namespace: str = "txgraphsse.worker"
-) -> bytes:
-    return json.dumps([level.name, text, namespace]).encode() + b"\n"
-
-
-def _log_to_parent(pipe: _LogPipe) -> None:
-    """
-    Send every log event of C{info} or above to the parent, formatted here
-    (tracebacks included), one JSON line C{[level, text, namespace]} each.
-    """
-
-    def observe(event: dict[str, Any]) -> None:
-        level = event.get("log_level", LogLevel.info)
-        if level < LogLevel.info:
-            return
-        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
-        pipe.write(_log_line(level, text, str(event.get("log_namespace", "-"))))
-
-    globalLogBeginner.beginLoggingTo(
-        [cast(ILogObserver, observe)], redirectStandardIO=False
-    )
-
-
 def main() -> None:
     """
     A worker process: read the configuration the parent writes on stdin,
@@ -569,10 +442,10 @@ def main() -> None:
 
     from twisted.internet import reactor
 
-    pipe = _LogPipe(cast(IReactorFDSet, reactor))
+    pipe = LogPipe(cast(IReactorFDSet, reactor))
     # stdout carries the log: what an application prints goes to stderr.
     sys.stdout = sys.stderr
-    _log_to_parent(pipe)
+    log_to_parent(pipe)
 
     from ._backend import SSEBackend, SSEService
     from .tap import Options, broker_for, build
