@@ -9,11 +9,17 @@ naming a session reaches on the worker holding that session).
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from treq.client import HTTPClient
@@ -474,12 +480,13 @@ class _FakeProcess:
 class _FakeReactor(Clock):
     """
     A clock that runs C{callWhenRunning} at once and records every
-    C{spawnProcess}.
+    C{spawnProcess} (and, apart, the environment each was given).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.spawned: list[tuple[_FakeProcess, list[str], dict[int, Any]]] = []
+        self.environments: list[dict[str, str]] = []
 
     def callWhenRunning(self, f: Any, *args: Any) -> None:
         f(*args)
@@ -494,6 +501,7 @@ class _FakeReactor(Clock):
     ) -> _FakeProcess:
         process = _FakeProcess(1000 + len(self.spawned), protocol)
         self.spawned.append((process, args, childFDs))
+        self.environments.append(env)
         protocol.makeConnection(process)
         return process
 
@@ -597,3 +605,93 @@ class SupervisorTests(SynchronousTestCase):
         self.successResultOf(stopped)
         reactor.advance(60)
         self.assertEqual(len(reactor.spawned), 2)
+
+    def test_command_runs_the_worker(self) -> None:
+        """
+        The command and environment a worker is spawned with, run from a
+        directory outside the checkout, reach the worker's own C{main}: given
+        no configuration on its stdin, it says so and exits.
+        """
+        _, reactor = self._supervisor()
+        (_, args, _) = reactor.spawned[0]
+        workdir = tempfile.mkdtemp(prefix="txgraphsse-boot-")
+        self.addCleanup(shutil.rmtree, workdir, True)
+        done = subprocess.run(
+            args,
+            env=reactor.environments[0],
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+        )
+        self.assertEqual(done.returncode, 1, done.stderr)
+        self.assertEqual(
+            done.stderr.strip().splitlines()[-1],
+            b"txgraphsse worker: no configuration on stdin",
+        )
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a name in a module, not a module
+        return False
+
+
+def _package_imports(module: str) -> set[str]:
+    """
+    The modules of the package that C{module} imports, anywhere in it
+    (inside functions and under C{TYPE_CHECKING} too).
+    """
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    package = module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package if node.level else ""
+            target = ".".join(filter(None, [base, node.module]))
+            if not target.startswith("txgraphsse"):
+                continue
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                found.add(sub if _is_module(sub) else target)
+    return {name for name in found if name.startswith("txgraphsse")}
+
+
+class LayoutTests(SynchronousTestCase):
+    """
+    The supervisor sits below the tap, and the worker's program above it.
+    """
+
+    def test_supervisor_never_imports_the_tap(self) -> None:
+        """
+        Nothing the supervisor imports, directly or through others, and
+        counting imports inside functions and under C{TYPE_CHECKING}, is
+        L{txgraphsse.tap} or the worker's program.
+        """
+        seen: set[str] = set()
+        todo = ["txgraphsse._workers"]
+        while todo:
+            module = todo.pop()
+            if module in seen:
+                continue
+            seen.add(module)
+            todo.extend(_package_imports(module))
+        self.assertNotIn("txgraphsse.tap", seen)
+        self.assertNotIn("txgraphsse._worker", seen)
+        self.assertIn("txgraphsse._ports", seen)
+        self.assertIn("txgraphsse._logpipe", seen)
+
+    def test_worker_builds_on_the_tap(self) -> None:
+        """
+        The worker's program imports L{txgraphsse.tap}, which imports the
+        supervisor and never the worker's program.
+        """
+        self.assertIn("txgraphsse.tap", _package_imports("txgraphsse._worker"))
+        tap_imports = _package_imports("txgraphsse.tap")
+        self.assertIn("txgraphsse._workers", tap_imports)
+        self.assertNotIn("txgraphsse._worker", tap_imports)

@@ -3,22 +3,20 @@
 C{twistd graphsse --workers N}: N processes of one machine serving the same
 ports, tied together by the broker (Redis).
 
-The parent, the twistd process, serves nothing itself.  It binds every
-C{--port} (TCP only) before twistd drops privileges, spawns the workers with
-the listening sockets as inherited descriptors, relays their logs into its
-own (L{txgraphsse._logpipe}), restarts a worker that dies (with a growing
-delay), and on stop sends each worker C{SIGTERM}, then C{SIGKILL} to any
-still running after L{WorkerSupervisor.stop_timeout} seconds.  A worker
-whose parent is gone (even by C{SIGKILL}) sees its stdin end and stops too:
-no orphans.
+The parent, the twistd process, serves nothing itself: its service is the
+L{WorkerSupervisor}.  It binds every C{--port} (TCP only, shared as
+L{txgraphsse._ports} says) before twistd drops privileges, spawns the
+workers with the listening sockets as inherited descriptors, relays their
+logs into its own (L{txgraphsse._logpipe}), restarts a worker that dies
+(with a growing delay), and on stop sends each worker C{SIGTERM}, then
+C{SIGKILL} to any still running after L{WorkerSupervisor.stop_timeout}
+seconds.  A worker whose parent is gone (even by C{SIGKILL}) sees its stdin
+end and stops too: no orphans.
 
-The ports are shared as L{txgraphsse._ports} says: a socket per worker slot
-where the kernel has C{SO_REUSEPORT}, else one for all.
-
-Each worker is an ordinary graphsse process built by L{txgraphsse.tap.build}
-from the same command line, with its own L{txgraphsse.redis.RedisBroker}
-node.  This module owns sockets and processes; it never touches a request
-or a session, and asks the broker only whether its link is up.
+What a worker runs is L{txgraphsse._worker.main}, named here by its module
+only: this module sits below L{txgraphsse.tap} (which makes the supervisor
+from its options) and never imports it, nor the worker's program.  It owns
+processes; it never touches a request or a session, nor the broker.
 """
 
 from __future__ import annotations
@@ -27,55 +25,38 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from attrs import define, field
-from twisted.application.service import MultiService, Service
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.error import (
-    ConnectionDone,
-    ProcessExitedAlready,
-    ReactorNotRunning,
-)
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import (
     IDelayedCall,
     IProcessTransport,
     IReactorCore,
-    IReactorFDSet,
     IReactorProcess,
-    IReactorSocket,
     IReactorTime,
-    IReadDescriptor,
 )
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import (
-    Logger,
-)
+from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from ._logpipe import LogPipe, log_to_parent, relay
-from ._ports import REUSE_PORT, AdoptedPort, bind_all, parse_tcp
+from ._logpipe import relay
+from ._ports import REUSE_PORT, bind_all, parse_tcp
 
-if TYPE_CHECKING:
-    from .tap import Options
-
-__all__ = ["WorkerSupervisor", "main"]
+__all__ = ["WorkerSupervisor"]
 
 #: The package's parent directory: workers import txgraphsse from there.
 _ROOT = str(Path(__file__).resolve().parent.parent)
 
-#: Seconds a worker waits for its broker's link before serving anyway.
-_LINK_TIMEOUT = 10.0
-
 #: What a worker runs: its configuration arrives on stdin.
-_BOOT = "from txgraphsse._workers import main; main()"
+_BOOT = "from txgraphsse._worker import main; main()"
 
 
 @define
@@ -151,13 +132,15 @@ class WorkerSupervisor(Service):
 
     def __init__(
         self,
-        options: Options,
+        options: Mapping[str, Any],
         reactor: Any = None,
         executable: str | None = None,
     ) -> None:
         """
-        @param options: the parsed command line (its C{argv} goes to every
-            worker, its C{ports} are bound here).
+        @param options: the parsed command line, a L{txgraphsse.tap.Options}
+            (its C{argv} goes to every worker, its C{ports} are bound here,
+            its C{workers} is how many, its C{metrics} whether they share
+            their stats).
         @param reactor: an L{IReactorProcess} and L{IReactorTime}.
         @param executable: the Python that runs the workers.
         """
@@ -372,161 +355,3 @@ class WorkerSupervisor(Service):
             return
         with contextlib.suppress(ProcessExitedAlready):
             worker.process.signalProcess(name)
-
-
-# The worker's side
-
-
-@implementer(IReadDescriptor)
-class _ParentWatch:
-    """
-    Reads the worker's stdin, which the parent holds open: its end means the
-    parent is gone, and the worker stops.
-    """
-
-    def __init__(self, gone: Callable[[], object]) -> None:
-        self._gone = gone
-        self._ended = False
-        os.set_blocking(0, False)
-
-    def fileno(self) -> int:
-        return 0
-
-    def logPrefix(self) -> str:
-        return "parent"
-
-    def doRead(self) -> Failure | None:
-        try:
-            data = os.read(0, 4096)
-        except BlockingIOError:
-            return None
-        except OSError as error:
-            self._ended = True
-            return Failure(error)
-        if not data:
-            self._ended = True
-            return Failure(ConnectionDone("the parent is gone"))
-        return None
-
-    def connectionLost(self, reason: Failure) -> None:
-        # The reactor reports a hang-up without reading, and also
-        # disconnects every reader when it stops: only an end of the pipe
-        # means that the parent is gone.
-        if self._ended or self._at_end():
-            self._gone()
-
-    def _at_end(self) -> bool:
-        try:
-            return os.read(0, 1) == b""
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
-
-
-def main() -> None:
-    """
-    A worker process: read the configuration the parent writes on stdin,
-    build the app from the same command line, serve the inherited sockets
-    once the broker is linked, and stop on C{SIGTERM} or the parent's end
-    (C{SIGINT} is the parent's to handle).
-    """
-    line = sys.stdin.buffer.readline()
-    if not line:
-        sys.exit("txgraphsse worker: no configuration on stdin")
-    config = json.loads(line)
-    sys.path[:0] = [p for p in config["path"] if p not in sys.path]
-    # Ctrl-C in a terminal reaches the parent and every worker; the parent
-    # stops the workers itself, in order.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    from twisted.internet import reactor
-
-    pipe = LogPipe(cast(IReactorFDSet, reactor))
-    # stdout carries the log: what an application prints goes to stderr.
-    sys.stdout = sys.stderr
-    log_to_parent(pipe)
-
-    from ._backend import SSEBackend, SSEService
-    from .tap import Options, broker_for, build
-
-    log = Logger(namespace="txgraphsse.worker")
-    options = Options()
-    options.parseOptions(config["argv"])
-    broker = broker_for(options, cast(IReactorTime, reactor))
-    given = None if broker is None else SSEBackend(reactor, broker=broker)
-    shared = None
-    if given is not None and options["metrics"] and config.get("metrics"):
-        from .metrics import SharedStats
-
-        # A scrape reaches one worker: each answers for all of them.
-        shared = SharedStats(
-            given, Path(config["metrics"]), cast(IReactorTime, reactor)
-        )
-    backend, _, site = build(options, given, shared)
-    core = cast(IReactorCore, reactor)
-    ready: Deferred[None] = Deferred()
-
-    def linked() -> None:
-        # Serve once the broker is linked to its peers (so that no POST is
-        # refused for want of them), or after a while without: this node's
-        # own sessions work meanwhile, and the broker keeps reconnecting.
-        start = getattr(backend.broker, "start", None)
-        waiting = succeed(None) if start is None else start()
-        waiting.addTimeout(_LINK_TIMEOUT, cast(IReactorTime, reactor))
-
-        def not_yet(failure: Failure) -> None:
-            log.warn(
-                "No link to the other nodes after {timeout} s; serving anyway",
-                timeout=_LINK_TIMEOUT,
-            )
-
-        def serve(_: object) -> None:
-            if not ready.called:
-                ready.callback(None)
-
-        waiting.addErrback(not_yet).addBoth(serve)
-
-    top = MultiService()
-    if shared is not None:
-        shared.setServiceParent(top)  # type: ignore[no-untyped-call]
-        # The last snapshot, with what closing the streams counted.
-        core.addSystemEventTrigger("after", "shutdown", shared.publish, False)
-    SSEService(backend).setServiceParent(top)  # type: ignore[no-untyped-call]
-    for entry in config["listen"]:
-        AdoptedPort(
-            cast(IReactorSocket, reactor), entry["fd"], entry["family"], site, ready
-        ).setServiceParent(top)  # type: ignore[no-untyped-call]
-
-    def parent_gone() -> None:
-        log.warn("The parent process is gone: stopping")
-        stop()
-
-    def terminated(signum: int, frame: object) -> None:
-        # Both the parent and a service manager (systemd's control group,
-        # coreutils' timeout) may send SIGTERM: stop once.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        core.callFromThread(stop, "Received SIGTERM, shutting down.")  # type: ignore[attr-defined]
-
-    def stop(why: str | None = None) -> None:
-        if why is not None:
-            log.info("{why}", why=why)
-        with contextlib.suppress(ReactorNotRunning):
-            core.stop()
-
-    cast(IReactorFDSet, reactor).addReader(_ParentWatch(parent_gone))
-    core.callWhenRunning(signal.signal, signal.SIGTERM, terminated)
-    core.callWhenRunning(top.startService)
-    core.callWhenRunning(linked)
-    core.addSystemEventTrigger("before", "shutdown", top.stopService)
-    log.info(
-        "Worker {slot} (pid {pid}) serving {path} as node {node}",
-        slot=config["slot"],
-        pid=os.getpid(),
-        path=options["path"],
-        node=backend.broker.node_id,
-    )
-    try:
-        core.run()
-    finally:
-        pipe.flush()

@@ -5,8 +5,12 @@ C{twistd graphsse}: options, and the service they make.
 This module owns the command line of the server: it builds an
 L{SSEBackend}, mounts its endpoint in a C{Site} (with a page at C{/} that
 shows the live stream), and returns a C{MultiService} whose stop closes every
-stream cleanly.  Nothing imports it but the plugin in
-C{twisted/plugins/graphsse.py}.
+stream cleanly.  With C{--workers N} the service is a supervisor of worker
+processes instead (L{txgraphsse._workers}), each of which builds its own
+app here (L{txgraphsse._worker}).
+
+Only the plugin in C{twisted/plugins/graphsse.py}, the worker's program and
+L{txgraphsse.testing} import it: the modules it builds on never do.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from ._cors import CORSPolicy
 from ._endpoint import SSEEndpoint
 from ._limits import Limits
 from ._ports import parse_tcp
+from ._workers import WorkerSupervisor
 
 if TYPE_CHECKING:
     from .metrics import SharedStats
@@ -423,8 +428,6 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     if options["workers"] > 1:
-        from ._workers import WorkerSupervisor
-
         top = MultiService()
         WorkerSupervisor(options).setServiceParent(top)  # type: ignore[no-untyped-call]
         return top
