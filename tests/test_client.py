@@ -764,7 +764,7 @@ def _client_connections_to(port: int) -> list[tcp.Connection]:
 #: Modules whose timers belong to a client: ours, treq's and Twisted's HTTP
 #: client (its connection pool), and client endpoints.
 _CLIENT_MODULES = (
-    "txgraphsse._client",
+    "txgraphsse._client.",
     "txgraphsse.client",
     "treq.",
     "twisted.web.client",

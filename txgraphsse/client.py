@@ -4,11 +4,12 @@ The Python client of txgraphsse: L{EventSource}, a browser-like
 C{text/event-stream} reader, and L{GraphSSEClient}, the graphscript client
 side (its C{EventSourceInfo}) with calls both ways.
 
-This module is the client's public face; the work is done in
-C{_client_source} (the stream), C{_client_graph} (the envelopes and calls)
-and C{_client_http} (connections and bodies).  The client shares only the
-parser and the envelopes with the server and never imports the server's
-modules, so it can be used against any txgraphsse (or graphscript) server.
+This module is the client's public face; the work is done in the private
+package C{txgraphsse._client}: C{_source} (the stream), C{_graph} (the
+envelopes and calls) and C{_http} (connections and bodies).  The client
+shares only the parser and the envelopes with the server and never imports
+the server's modules, so it can be used against any txgraphsse (or
+graphscript) server.
 
     from txgraphsse.client import GraphSSEClient
 
@@ -25,9 +26,9 @@ modules, so it can be used against any txgraphsse (or graphscript) server.
 
 from __future__ import annotations
 
-from ._client_graph import Connection, GraphSSEClient, Handler, UnknownRoute
-from ._client_http import RemoteError, ResponseTooLarge
-from ._client_source import (
+from ._client._graph import Connection, GraphSSEClient, Handler, UnknownRoute
+from ._client._http import RemoteError, ResponseTooLarge
+from ._client._source import (
     ClientClosed,
     EventHandler,
     EventSource,

@@ -29,9 +29,9 @@ from twisted.web.client import RedirectAgent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IPolicyForHTTPS, IResponse
 
-from ._client_http import BodyReader, Connections, RemoteError, remote_error
-from ._client_http import retry_after as parse_retry_after
-from ._parser import EventStreamParser, ServerSentEvent
+from .._parser import EventStreamParser, ServerSentEvent
+from ._http import BodyReader, Connections, RemoteError, remote_error
+from ._http import retry_after as parse_retry_after
 
 __all__ = ["ClientClosed", "EventSource", "IdleTimeout", "ReadyState"]
 

@@ -41,16 +41,16 @@ from twisted.web.client import RedirectAgent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IPolicyForHTTPS, IResponse
 
-from . import _messages as messages
-from ._client_http import (
+from .. import _messages as messages
+from .._parser import ServerSentEvent
+from ._http import (
     BodyReader,
     BytesProducer,
     Connections,
     RemoteError,
     remote_error,
 )
-from ._client_source import ClientClosed, EventSource, default_reactor
-from ._parser import ServerSentEvent
+from ._source import ClientClosed, EventSource, default_reactor
 
 __all__ = ["Connection", "GraphSSEClient", "UnknownRoute"]
 
