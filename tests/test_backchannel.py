@@ -674,12 +674,12 @@ class ErrorTableTests(BackChannelCase):
         """
         JSON of no shape of the table is C{400 bad_message}: not an object,
         neither route nor callbackId, args of the wrong shape, or arguments
-        that do not fit the route.
+        that do not fit the route.  (An array is a batch: each of its
+        messages that has no shape is refused on its own.)
         """
         stream = await self.open_stream()
         sid = stream.session_id
         bodies: list[Any] = [
-            [1, 2],
             "ping",
             3,
             None,
@@ -713,6 +713,12 @@ class ErrorTableTests(BackChannelCase):
         for body in bodies:
             reply = await self.post(body)
             self.assertError(reply, 400, "bad_message")
+        batch = await self.post(bodies[:5])
+        self.assertEqual(batch.status, 200)
+        self.assertEqual(
+            [entry["error"]["code"] for entry in json.loads(batch.body)],
+            ["bad_message"] * 5,
+        )
         self.assertIn(sid, self.endpoint.sessions)
 
     async def test_forbidden(self) -> None:

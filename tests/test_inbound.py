@@ -12,6 +12,7 @@ import tempfile
 from typing import Any
 
 import treq
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
@@ -522,3 +523,90 @@ class CallRateTests(GuardedSiteCase):
         self.assertEqual(code, 429)
         self.assertEqual(answer["error"]["code"], "rate_limited")
         self.assertEqual(len(parsed), 1)
+
+
+class BatchTests(_RealSocketCase):
+    """
+    A C{POST} body may be an array of messages, answered by an array in the
+    same order.
+    """
+
+    async def _batch(self, url: str, body: Any, sid: str | None = None) -> Any:
+        headers = {b"content-type": [b"application/json"]}
+        if sid is not None:
+            headers[b"x-graphsse-session"] = [sid.encode()]
+        response = await self.http.post(
+            url + "/sse", data=json.dumps(body).encode(), headers=headers
+        )
+        return response.code, json.loads(await treq.content(response))
+
+    async def test_mixed_batch(self) -> None:
+        """
+        Route calls, a reply to the server's pending call, and messages the
+        server refuses, in one body: each gets what it would have got alone,
+        in order, and the reply settles the call.
+        """
+        endpoint, site = self.endpoint_site()
+
+        async def slow(x: int) -> int:
+            await deferLater(_reactor(), 0.2, lambda: None)
+            return x * 2
+
+        endpoint.graph.add_route("slow", slow)
+        url = self.listen(site)
+        stream = await self.open_stream(url + "/sse")
+        sid = await stream.session_id()
+        pending = endpoint.run("clientside", 1, session_id=sid)
+        assert isinstance(pending, Deferred)
+        await stream.count(2)
+        run_request = json.loads(stream.events[1].data)
+        callback_id = run_request["args"][2]
+        code, answers = await self._batch(
+            url,
+            [
+                {"route": "slow", "args": 21},
+                {"route": "echo", "args": 5},
+                {"args": "from client", "callbackId": callback_id, "sessionId": sid},
+                {"nonsense": True},
+                {"route": "nowhere"},
+            ],
+            sid,
+        )
+        self.assertEqual(code, 200)
+        self.assertEqual(answers[0], {"args": 42})
+        self.assertEqual(answers[1], {"args": 5})
+        self.assertIsNone(answers[2])
+        self.assertEqual(answers[3]["error"]["code"], "bad_message")
+        self.assertEqual(answers[4]["error"]["code"], "no_route")
+        self.assertEqual(await pending, "from client")
+
+    async def test_batch_bounds(self) -> None:
+        """
+        An empty batch, or one over C{max_batch}, is refused whole.
+        """
+        _, site = self.endpoint_site(limits=Limits(max_batch=3))
+        url = self.listen(site)
+        for body in ([], [{"route": "ping"}] * 4):
+            code, answer = await self._batch(url, body)
+            self.assertEqual(code, 400)
+            self.assertEqual(answer["error"]["code"], "bad_message")
+        code, answers = await self._batch(url, [{"route": "ping"}] * 3)
+        self.assertEqual((code, answers), (200, [{"args": "pong"}] * 3))
+
+    async def test_each_message_is_a_call(self) -> None:
+        """
+        Each message of a batch takes a call token: past the session's
+        burst, the rest of the batch is refused message by message.
+        """
+        _, site = self.endpoint_site(
+            limits=Limits(calls_per_second=0.001, call_burst=3)
+        )
+        url = self.listen(site)
+        stream = await self.open_stream(url + "/sse")
+        sid = await stream.session_id()
+        code, answers = await self._batch(url, [{"route": "ping"}] * 5, sid)
+        self.assertEqual(code, 200)
+        self.assertEqual(answers[:3], [{"args": "pong"}] * 3)
+        self.assertEqual(
+            [a["error"]["code"] for a in answers[3:]], ["rate_limited"] * 2
+        )

@@ -55,6 +55,7 @@ class Limits:
     @ivar max_body: bytes in one C{POST} body (C{413 too_large}).
     @ivar max_json_depth: nesting of arrays and objects in one body
         (C{400 bad_json}).
+    @ivar max_batch: messages in one batched C{POST} (C{400 bad_message}).
     @ivar calls_per_second: sustained C{POST}s per session (or, without a
         session, per client address), with bursts of C{call_burst}
         (C{429 rate_limited}).
@@ -91,6 +92,7 @@ class Limits:
 
     max_body: int = 1 << 20
     max_json_depth: int = 64
+    max_batch: int = 100
     calls_per_second: float | None = None
     call_burst: int = 50
     address_calls_per_second: float | None = None

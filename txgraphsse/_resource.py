@@ -19,7 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.error import UnsupportedMethod
@@ -91,6 +91,10 @@ def _same_origin(request: Request) -> bool:
         and scheme in (b"http", b"https")
         and authority == host.strip().lower()
     )
+
+
+def _too_many_calls() -> ProtocolError:
+    return ProtocolError(429, "rate_limited", "too many calls; slow down")
 
 
 def _ended(request: Request) -> Callable[[], bool]:
@@ -338,7 +342,7 @@ class SSEResource(Resource):
         if not endpoint.rates.take_address(address, now) or (
             charged is not None and not endpoint.rates.take(charged, now)
         ):
-            raise ProtocolError(429, "rate_limited", "too many calls; slow down")
+            raise _too_many_calls()
         assert request.content is not None
         raw = request.content.read(limits.max_body + 1)
         if len(raw) > limits.max_body:
@@ -366,14 +370,13 @@ class SSEResource(Resource):
             ) from None
         if not json_depth(body, endpoint.limits.max_json_depth):
             raise ProtocolError(400, "bad_json", "the body nests too deep")
-        named = body.get("sessionId") if isinstance(body, dict) else None
-        caller = named if isinstance(named, str) and named else header_session
-        if caller not in endpoint.sessions:
-            # Only sessions this node holds have their own bucket: made-up
-            # ids must not mint fresh ones.
-            caller = "@" + address
+        if isinstance(body, list):
+            return self._batch(
+                request, body, principal, header_session, charged, address
+            )
+        caller = self._caller(body, header_session, address)
         if caller != charged and not endpoint.take_call_token(caller):
-            raise ProtocolError(429, "rate_limited", "too many calls; slow down")
+            raise _too_many_calls()
 
         ended = _ended(request)
         answer = dispatch(endpoint, body, header_session, principal)
@@ -404,15 +407,103 @@ class SSEResource(Resource):
         def fail(failure: Failure) -> None:
             if ended():
                 return
-            error = failure.value
-            if not isinstance(error, ProtocolError):
-                self._log.failure("Back-channel failed", failure=failure)
-                error = ProtocolError(500, "route_failed", "internal error")
-            request.write(self._error(request, error))
+            request.write(self._error(request, self._refusal_of(failure)))
             request.finish()
 
         answer.addCallbacks(respond, fail)
         return NOT_DONE_YET
+
+    def _caller(self, body: Any, header_session: str | None, address: str) -> str:
+        """
+        Whose call bucket a message is charged to: the session it names (in
+        its body, else in the header) if this node holds it, else its
+        address's.  Only sessions this node holds have their own bucket:
+        made-up ids must not mint fresh ones.
+        """
+        named = body.get("sessionId") if isinstance(body, dict) else None
+        caller = named if isinstance(named, str) and named else header_session
+        if caller not in self.endpoint.sessions:
+            caller = "@" + address
+        return caller
+
+    def _batch(
+        self,
+        request: Request,
+        messages_: list[Any],
+        principal: Any,
+        header_session: str | None,
+        charged: str | None,
+        address: str,
+    ) -> _Rendered:
+        """
+        Act on a batch: every message as if it had been POSTed alone, in
+        order, answered by an array of what each would have been answered
+        with (C{null} for no body, C{{"error": ...}} for a refusal).
+        """
+        endpoint = self.endpoint
+        limit = endpoint.limits.max_batch
+        if not messages_ or len(messages_) > limit:
+            raise ProtocolError(
+                400, "bad_message", f"a batch holds 1 to {limit} messages"
+            )
+        now = endpoint.clock.seconds()
+        answers: list[Deferred[str]] = []
+        for index, message in enumerate(messages_):
+            caller = self._caller(message, header_session, address)
+            # The first message's tokens were taken before the body was read.
+            paid = index == 0 and caller == charged
+            if not paid and (
+                (index and not endpoint.rates.take_address(address, now))
+                or not endpoint.rates.take(caller, now)
+            ):
+                answers.append(succeed(self._entry_error(_too_many_calls())))
+                continue
+            answer = dispatch(endpoint, message, header_session, principal)
+            answers.append(answer.addCallbacks(self._entry, self._entry_failed))
+        ended = _ended(request)
+
+        def respond(entries: list[str]) -> None:
+            if ended():
+                return
+            payload = ("[" + ",".join(entries) + "]").encode("utf-8")
+            request.setHeader(b"content-type", b"application/json; charset=utf-8")
+            request.setHeader(b"content-length", b"%d" % len(payload))
+            request.write(payload)
+            request.finish()
+
+        gatherResults(answers).addCallback(respond)
+        return NOT_DONE_YET
+
+    def _entry(self, answer: Answer) -> str:
+        """
+        One batch message's answer, as JSON text.
+        """
+        if not answer.has_body:
+            return "null"
+        try:
+            return messages.dumps(answer.body)
+        except (TypeError, ValueError) as error:
+            return self._entry_error(
+                ProtocolError(500, "route_failed", f"the result is not JSON: {error}")
+            )
+
+    def _entry_failed(self, failure: Failure) -> str:
+        return self._entry_error(self._refusal_of(failure))
+
+    def _entry_error(self, error: ProtocolError) -> str:
+        self.endpoint.counters.refusals += 1
+        return messages.dumps({"error": {"code": error.code, "message": error.message}})
+
+    def _refusal_of(self, failure: Failure) -> ProtocolError:
+        """
+        What a failed call answers: its L{ProtocolError}, or a generic one
+        (and the failure logged) for anything else.
+        """
+        error = failure.value
+        if isinstance(error, ProtocolError):
+            return error
+        self._log.failure("Back-channel failed", failure=failure)
+        return ProtocolError(500, "route_failed", "internal error")
 
     def render_OPTIONS(self, request: Request) -> bytes:
         self.endpoint.cors.preflight(request)
