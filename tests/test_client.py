@@ -45,6 +45,7 @@ from txgraphsse import (
     SSEClient,
     SSEEndpoint,
 )
+from txgraphsse._client._waiters import Waiters
 from txgraphsse.client import (
     ClientClosed,
     Connection,
@@ -731,6 +732,69 @@ class EventSourceCloseTests(_MemoryCase):
         self.failureResultOf(cancelled, CancelledError)
         self.agent.last.stream()
         self.successResultOf(kept)
+
+
+class WaitersTests(SynchronousTestCase):
+    """
+    L{Waiters}, which every waiting call of the client (a stream's opening, a
+    session id, a subscription, the last connection's end) is made of.
+    """
+
+    def test_fire_reaches_every_waiter_once(self) -> None:
+        """
+        C{fire} gives its value to every waiter, in the order they came, and
+        forgets them: a second C{fire} reaches none of them again, and a
+        C{wait} after it waits for the next one.
+        """
+        waiters: Waiters[str] = Waiters()
+        seen: list[tuple[str, str]] = []
+        first, second = waiters.wait(), waiters.wait()
+        first.addCallback(lambda value: seen.append(("first", value)))
+        second.addCallback(lambda value: seen.append(("second", value)))
+        self.assertEqual(len(waiters), 2)
+        waiters.fire("one")
+        self.assertEqual(seen, [("first", "one"), ("second", "one")])
+        self.assertEqual(len(waiters), 0)
+        waiters.fire("two")
+        self.assertEqual(seen, [("first", "one"), ("second", "one")])
+        later = waiters.wait()
+        self.assertNoResult(later)
+        waiters.fire("three")
+        self.assertEqual(self.successResultOf(later), "three")
+
+    def test_fail_reaches_every_waiter_once(self) -> None:
+        """
+        C{fail} fails every waiter with its failure and forgets them: a
+        second C{fail} (or a C{fire}) reaches none of them again.
+        """
+        waiters: Waiters[None] = Waiters()
+        first, second = waiters.wait(), waiters.wait()
+        failure = Failure(ClientClosed("gone"))
+        waiters.fail(failure)
+        self.assertIs(self.failureResultOf(first, ClientClosed), failure)
+        self.assertIs(self.failureResultOf(second, ClientClosed), failure)
+        self.assertEqual(len(waiters), 0)
+        waiters.fail(Failure(ZeroDivisionError()))
+        waiters.fire(None)
+        self.assertEqual(len(waiters), 0)
+
+    def test_cancel_removes_the_waiter(self) -> None:
+        """
+        A cancelled waiter fails with L{CancelledError} and leaves the list;
+        the others still get the value, and the cancelled one is not
+        settled again.
+        """
+        waiters: Waiters[int] = Waiters()
+        cancelled, kept = waiters.wait(), waiters.wait()
+        cancelled.cancel()
+        self.failureResultOf(cancelled, CancelledError)
+        self.assertEqual(len(waiters), 1)
+        waiters.fire(7)
+        self.assertEqual(self.successResultOf(kept), 7)
+        self.assertEqual(len(waiters), 0)
+        # Cancelling a waiter already settled changes nothing.
+        kept.cancel()
+        self.assertEqual(len(waiters), 0)
 
 
 # Over real sockets

@@ -51,6 +51,7 @@ from ._http import (
     remote_error,
 )
 from ._source import ClientClosed, EventSource, default_reactor
+from ._waiters import Waiters
 
 __all__ = ["Connection", "GraphSSEClient", "UnknownRoute"]
 
@@ -146,27 +147,18 @@ class _Subscription:
     server_sub: int | None = None
     subscribed: bool = False
     callbacks: dict[int, Callable[[Any], object]] = Factory(dict)
-    waiters: list[Deferred[None]] = Factory(list)
+    waiters: Waiters[None] = Factory(Waiters)
 
     def wait(self) -> Deferred[None]:
         if self.subscribed:
             return succeed(None)
-
-        def cancel(deferred: Deferred[None]) -> None:
-            if deferred in self.waiters:
-                self.waiters.remove(deferred)
-
-        waiter: Deferred[None] = Deferred(cancel)
-        self.waiters.append(waiter)
-        return waiter
+        return self.waiters.wait()
 
     def settle(self, failure: Failure | None) -> None:
-        waiters, self.waiters = self.waiters, []
-        for waiter in waiters:
-            if failure is None:
-                waiter.callback(None)
-            else:
-                waiter.errback(failure)
+        if failure is None:
+            self.waiters.fire(None)
+        else:
+            self.waiters.fail(failure)
 
     def add(self, callback: Callable[[Any], object]) -> int:
         assert self.id is not None
@@ -213,7 +205,7 @@ class Connection:
         self.closed = False
         self._headers = dict(headers)
         self._had_session = False
-        self._session_waiters: list[Deferred[str]] = []
+        self._session_waiters: Waiters[str] = Waiters()
         self._requests: set[str] = set()
         self._settled: deque[str] = deque(maxlen=_SETTLED_MEMORY)
         self._subscriptions: dict[str, _Subscription] = {}
@@ -242,14 +234,7 @@ class Connection:
             return succeed(self.session_id)
         if self.closed:
             return fail(self._closed_failure())
-
-        def cancel(deferred: Deferred[str]) -> None:
-            if deferred in self._session_waiters:
-                self._session_waiters.remove(deferred)
-
-        waiter: Deferred[str] = Deferred(cancel)
-        self._session_waiters.append(waiter)
-        return waiter
+        return self._session_waiters.wait()
 
     def _closed_failure(self) -> Failure:
         reason = self.source.close_reason
@@ -266,9 +251,7 @@ class Connection:
         self._log.debug(
             "Session {session} on {url}", session=session_id[:8], url=self.url
         )
-        waiters, self._session_waiters = self._session_waiters, []
-        for waiter in waiters:
-            waiter.callback(session_id)
+        self._session_waiters.fire(session_id)
         if again:
             # Those still being made wait for this session by themselves.
             for entry in list(self._subscriptions.values()):
@@ -305,9 +288,7 @@ class Connection:
         self.session_id = None
         self.client._forget(self)
         failure = reason if reason is not None else self._closed_failure()
-        waiters, self._session_waiters = self._session_waiters, []
-        for waiter in waiters:
-            waiter.errback(failure)
+        self._session_waiters.fail(failure)
         for deferred in list(self._posts) + list(self._tasks):
             deferred.cancel()
         entries = list(self._subscriptions.values())

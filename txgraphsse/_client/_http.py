@@ -48,6 +48,8 @@ from twisted.web.iweb import (
 )
 from zope.interface import implementer
 
+from ._waiters import Waiters
+
 __all__ = [
     "BodyReader",
     "BytesProducer",
@@ -296,7 +298,7 @@ class Connections:
         )
         self._connect_timeout = connect_timeout
         self._live: set[_TrackedProtocol] = set()
-        self._waiting: list[Deferred[None]] = []
+        self._waiting: Waiters[None] = Waiters()
         self._closed = False
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.agent: IAgent = Agent.usingEndpointFactory(reactor, self, pool=self.pool)
@@ -323,9 +325,7 @@ class Connections:
     def _lost(self, protocol: _TrackedProtocol) -> None:
         self._live.discard(protocol)
         if not self._live:
-            waiting, self._waiting = self._waiting, []
-            for deferred in waiting:
-                deferred.callback(None)
+            self._waiting.fire(None)
 
     def close(self) -> Deferred[None]:
         """
@@ -337,12 +337,7 @@ class Connections:
         cached = self.pool.closeCachedConnections()
         for protocol in list(self._live):
             _abort(protocol)
-        gone: Deferred[None]
-        if self._live:
-            gone = Deferred()
-            self._waiting.append(gone)
-        else:
-            gone = succeed(None)
+        gone = self._waiting.wait() if self._live else succeed(None)
         return gatherResults([cached, gone]).addCallback(lambda _: None)
 
 

@@ -32,6 +32,7 @@ from twisted.web.iweb import IAgent, IPolicyForHTTPS, IResponse
 from .._parser import EventStreamParser, ServerSentEvent
 from ._http import BodyReader, Connections, RemoteError, remote_error
 from ._http import retry_after as parse_retry_after
+from ._waiters import Waiters
 
 __all__ = ["ClientClosed", "EventSource", "IdleTimeout", "ReadyState"]
 
@@ -231,7 +232,7 @@ class EventSource:
         self._watchdog: IDelayedCall | None = None
         self._failures = 0
         self._started = False
-        self._open_waiters: list[Deferred[None]] = []
+        self._opening: Waiters[None] = Waiters()
         self._random: Callable[[], float] = random.random
         if start:
             self.start()
@@ -272,14 +273,7 @@ class EventSource:
             return succeed(None)
         if self.ready_state is ReadyState.CLOSED:
             return fail(self._final_failure())
-
-        def cancel(deferred: Deferred[None]) -> None:
-            if deferred in self._open_waiters:
-                self._open_waiters.remove(deferred)
-
-        waiter: Deferred[None] = Deferred(cancel)
-        self._open_waiters.append(waiter)
-        return waiter
+        return self._opening.wait()
 
     @property
     def ready(self) -> Deferred[None]:
@@ -341,9 +335,7 @@ class EventSource:
         attempt, self._attempt = self._attempt, None
         if attempt is not None:
             self._drop(attempt)
-        waiters, self._open_waiters = self._open_waiters, []
-        for waiter in waiters:
-            waiter.errback(self._final_failure())
+        self._opening.fail(self._final_failure())
         if reason is not None:
             self._log.warn(
                 "Stream {url} stopped for good: {why}",
@@ -484,9 +476,7 @@ class EventSource:
                 self.on_open()
             except Exception:
                 self._log.failure("on_open of {url} failed", url=self.url)
-        waiters, self._open_waiters = self._open_waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+        self._opening.fire(None)
 
     def _received(self, attempt: _Attempt, data: bytes) -> None:
         if attempt is not self._attempt:
