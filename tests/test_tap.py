@@ -35,6 +35,7 @@ from txgraphsse import (
     SSEBackend,
     SSEEndpoint,
     SSEService,
+    SSESite,
     tap,
 )
 
@@ -157,6 +158,48 @@ class OptionsTests(SynchronousTestCase):
         )
         self.assertEqual(_options().limits().trusted_proxies, ())
         self.assertRaises(UsageError, _options, "--trusted-proxy", "nginx")
+
+    def test_inbound_limits(self) -> None:
+        """
+        The options for the way in reach the limits of the site, which is an
+        L{SSESite}; the per-address call rate defaults to ten times the
+        per-session one.
+        """
+        _, _, endpoint, site = _service(
+            "--max-uri",
+            "100",
+            "--max-header-bytes",
+            "200",
+            "--header-timeout",
+            "1.5",
+            "--body-timeout",
+            "2.5",
+            "--max-connecting-per-address",
+            "3",
+            "--max-connecting",
+            "4",
+            "--calls-per-second",
+            "2",
+        )
+        self.assertIsInstance(site, SSESite)
+        assert isinstance(site, SSESite)
+        limits = site.limits
+        self.assertEqual(
+            (
+                limits.max_uri,
+                limits.max_header_bytes,
+                limits.header_timeout,
+                limits.body_timeout,
+                limits.max_connecting_per_address,
+                limits.max_connecting,
+                limits.address_calls_per_second,
+            ),
+            (100, 200, 1.5, 2.5, 3, 4, 20.0),
+        )
+        self.assertEqual(endpoint.limits, limits)
+        rate = _options("--address-calls-per-second", "7").limits()
+        self.assertEqual(rate.address_calls_per_second, 7.0)
+        self.assertIsNone(_options().limits().address_calls_per_second)
 
 
 class MakeServiceTests(SynchronousTestCase):

@@ -3,7 +3,7 @@
 C{twistd graphsse}: options, and the service they make.
 
 This module owns the command line of the server: it builds an
-L{SSEBackend}, mounts its endpoint in a C{Site} (with a page at C{/} that
+L{SSEBackend}, mounts its endpoint in an L{SSESite} (with a page at C{/} that
 shows the live stream), and returns a C{MultiService} whose stop closes every
 stream cleanly.  With C{--workers N} the service is a supervisor of worker
 processes instead (L{txgraphsse._workers}), each of which builds its own
@@ -28,7 +28,6 @@ from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
 from twisted.python import usage
 from twisted.web.http import H2_ENABLED
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Site
 from twisted.web.static import Data, File
 
 from ._auth import IAuthorizer, JWTAuthorizer
@@ -36,6 +35,8 @@ from ._backend import SSEBackend, SSEService
 from ._broker import HistoryPolicy, IBroker
 from ._cors import CORSPolicy
 from ._endpoint import SSEEndpoint
+from ._inbound import SSESite
+from ._internals import rebuild_tls_context
 from ._limits import Limits
 from ._ports import parse_tcp
 from ._workers import WorkerSupervisor
@@ -95,6 +96,57 @@ class Options(usage.Options):
             float,
         ],
         ["call-burst", None, 50, "POSTs a session may send at once.", int],
+        [
+            "address-calls-per-second",
+            None,
+            None,
+            "POSTs per client address a second, all its streams together"
+            " (default: 10 times --calls-per-second).",
+            float,
+        ],
+        [
+            "address-call-burst",
+            None,
+            200,
+            "POSTs a client address may send at once.",
+            int,
+        ],
+        ["max-uri", None, 8192, "Bytes in a request line (414 past it).", int],
+        [
+            "max-header-bytes",
+            None,
+            16384,
+            "Bytes in a request's headers (431 past it).",
+            int,
+        ],
+        [
+            "header-timeout",
+            None,
+            10.0,
+            "Seconds a request's head may take, however it trickles (408).",
+            float,
+        ],
+        [
+            "body-timeout",
+            None,
+            30.0,
+            "Seconds a request's body may take, however it trickles (408).",
+            float,
+        ],
+        [
+            "max-connecting-per-address",
+            None,
+            256,
+            "Connections per client address that are not streams (503 past it).",
+            int,
+        ],
+        [
+            "max-connecting",
+            None,
+            10_000,
+            "Connections that are not streams, all addresses (503 past it).",
+            int,
+        ],
         [
             "max-sessions",
             None,
@@ -252,6 +304,14 @@ class Options(usage.Options):
             max_json_depth=self["max-json-depth"],
             calls_per_second=self["calls-per-second"],
             call_burst=self["call-burst"],
+            address_calls_per_second=self.address_rate(),
+            address_call_burst=self["address-call-burst"],
+            max_uri=self["max-uri"],
+            max_header_bytes=self["max-header-bytes"],
+            header_timeout=self["header-timeout"],
+            body_timeout=self["body-timeout"],
+            max_connecting_per_address=self["max-connecting-per-address"],
+            max_connecting=self["max-connecting"],
             max_sessions=self["max-sessions"],
             max_sessions_per_address=self["max-sessions-per-address"],
             max_pending_calls=self["max-pending-calls"],
@@ -259,6 +319,18 @@ class Options(usage.Options):
             max_channels=self["max-channels"],
             trusted_proxies=self["trusted-proxies"],
         )
+
+    def address_rate(self) -> float | None:
+        """
+        C{--address-calls-per-second}, or ten times C{--calls-per-second}
+        (a few streams of one browser, or of one office behind NAT), or
+        none.
+        """
+        if self["address-calls-per-second"] is not None:
+            return float(self["address-calls-per-second"])
+        if self["calls-per-second"] is not None:
+            return 10 * float(self["calls-per-second"])
+        return None
 
     def authorizer(self) -> IAuthorizer | None:
         """
@@ -359,7 +431,7 @@ def build(
     options: Options,
     backend: SSEBackend | None = None,
     shared: SharedStats | None = None,
-) -> tuple[SSEBackend, SSEEndpoint, Site]:
+) -> tuple[SSEBackend, SSEEndpoint, SSESite]:
     """
     The backend, endpoint and site that C{options} describe.
 
@@ -410,10 +482,12 @@ def build(
         from .metrics import MetricsResource
 
         mount(root, options["metrics"], MetricsResource(backend, shared))
-    # Twisted switches the idle timeout off while a request runs, so it
-    # never ends a stream; it ends connections that trickle headers or a
-    # body (slowloris), and idle keep-alive connections.
-    return backend, endpoint, Site(root, timeout=options["idle-timeout"])
+    # The site bounds requests as their bytes arrive (limits, deadlines,
+    # connection caps).  Twisted switches the idle timeout off while a
+    # request runs, so it never ends a stream; it ends idle keep-alive
+    # connections.
+    site = SSESite(root, limits=options.limits(), timeout=options["idle-timeout"])
+    return backend, endpoint, site
 
 
 def makeService(options: Options) -> IService:
@@ -454,12 +528,14 @@ def with_http2(endpoint: IStreamServerEndpoint) -> IStreamServerEndpoint:
         return endpoint
     from twisted.internet.ssl import CertificateOptions
 
-    old = endpoint._sslContextFactory
-    endpoint._sslContextFactory = CertificateOptions(
-        privateKey=old.privateKey,
-        certificate=old.certificate,
-        extraCertChain=old.extraCertChain,
-        dhParameters=getattr(old, "dhParameters", None),
-        acceptableProtocols=[b"h2", b"http/1.1"],
-    )
+    def offering_h2(old: Any) -> CertificateOptions:
+        return CertificateOptions(
+            privateKey=old.privateKey,
+            certificate=old.certificate,
+            extraCertChain=old.extraCertChain,
+            dhParameters=getattr(old, "dhParameters", None),
+            acceptableProtocols=[b"h2", b"http/1.1"],
+        )
+
+    rebuild_tls_context(endpoint, offering_h2)
     return endpoint
