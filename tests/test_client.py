@@ -734,6 +734,87 @@ class EventSourceCloseTests(_MemoryCase):
         self.successResultOf(kept)
 
 
+class LocalRouteTests(SynchronousTestCase):
+    """
+    Which function a message runs on one of the client's own routes: the
+    verb rule the server follows too, with the client's own L{UnknownRoute}.
+    """
+
+    def setUp(self) -> None:
+        self.client = GraphSSEClient(MemoryReactorClock(), agent=FakeAgent())
+        self.addCleanup(self.client.terminate)
+
+    def unknown(self, name: str, method: str | None = None) -> str:
+        failure = self.failureResultOf(
+            self.client.call_local(name, None, method), UnknownRoute
+        )
+        return str(failure.value)
+
+    def test_object_verbs(self) -> None:
+        """
+        An object route answers its public methods; without a C{method}, its
+        C{post}, else its C{__call__}, else its C{get}.
+        """
+
+        class Counter:
+            def post(self) -> str:
+                return "post"
+
+            def get(self) -> str:
+                return "get"
+
+            def bump(self, n: int) -> int:
+                return n + 1
+
+        class Getter:
+            def get(self) -> str:
+                return "get"
+
+        self.client.add_route("counter", Counter())
+        self.client.add_route("getter", Getter())
+        self.assertEqual(
+            self.successResultOf(self.client.call_local("counter")), "post"
+        )
+        self.assertEqual(
+            self.successResultOf(self.client.call_local("counter", None, "get")), "get"
+        )
+        self.assertEqual(
+            self.successResultOf(self.client.call_local("counter", [1], "bump")), 2
+        )
+        self.assertEqual(self.successResultOf(self.client.call_local("getter")), "get")
+
+    def test_function_verbs(self) -> None:
+        """
+        A function route answers no C{method}, C{get} and C{post}, and no
+        other verb.
+        """
+        self.client.add_route("double", lambda n: n * 2)
+        for method in (None, "get", "post"):
+            self.assertEqual(
+                self.successResultOf(self.client.call_local("double", 3, method)), 6
+            )
+        self.assertEqual(self.unknown("double", "put"), "double.put")
+
+    def test_unknown_names(self) -> None:
+        """
+        A missing route, a missing or private verb, and an object with no
+        default verb each fail with L{UnknownRoute}, named as before.
+        """
+
+        class Bare:
+            kind = "bare"
+
+            def _secret(self) -> str:
+                return "secret"
+
+        self.client.add_route("bare", Bare())
+        self.assertEqual(self.unknown("nope"), "no route 'nope' here")
+        self.assertEqual(self.unknown("bare"), "bare")
+        self.assertEqual(self.unknown("bare", "_secret"), "bare._secret")
+        self.assertEqual(self.unknown("bare", "kind"), "bare.kind")
+        self.assertEqual(self.unknown("bare", "missing"), "bare.missing")
+
+
 class WaitersTests(SynchronousTestCase):
     """
     L{Waiters}, which every waiting call of the client (a stream's opening, a

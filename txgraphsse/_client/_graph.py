@@ -14,7 +14,6 @@ of the server.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import json
 import secrets
@@ -50,6 +49,7 @@ from ._http import (
     RemoteError,
     remote_error,
 )
+from ._routes import UnknownRoute, error_of, run_route
 from ._source import ClientClosed, EventSource, default_reactor
 from ._waiters import Waiters
 
@@ -65,12 +65,6 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _SETTLED_MEMORY = 256
 
 
-class UnknownRoute(LookupError):
-    """
-    The client has no route (or no verb on a route) by that name.
-    """
-
-
 def _parse(text: str) -> Any:
     try:
         return json.loads(text)
@@ -80,52 +74,6 @@ def _parse(text: str) -> Any:
 
 def _args_of(answer: Any) -> Any:
     return answer.get("args") if isinstance(answer, dict) else None
-
-
-def _resolve(target: Any, method: str | None, name: str) -> Callable[..., Any]:
-    """
-    The function a message with C{method} runs on route C{target}: the
-    route itself, or, for an object, its public method C{method} (C{post},
-    C{__call__} or C{get} without one).
-    """
-    if method:
-        if method.startswith("_"):
-            raise UnknownRoute(f"{name}.{method}")
-        verb = getattr(target, method, None)
-        if callable(verb) and not isinstance(verb, type):
-            return cast(Callable[..., Any], verb)
-        if method in ("get", "post") and callable(target):
-            return cast(Callable[..., Any], target)
-        raise UnknownRoute(f"{name}.{method}")
-    if callable(target):
-        return cast(Callable[..., Any], target)
-    for default in ("post", "__call__", "get"):
-        verb = getattr(target, default, None)
-        if callable(verb):
-            return cast(Callable[..., Any], verb)
-    raise UnknownRoute(name)
-
-
-def _invoke(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    result = fn(*args)
-    if inspect.iscoroutine(result):
-        return Deferred.fromCoroutine(result)
-    return result
-
-
-def _error_of(failure: Failure) -> dict[str, str]:
-    """
-    The C{error} member of a failed answer to the server's request.
-    """
-    error = failure.value
-    if isinstance(error, UnknownRoute):
-        code = "no_route"
-    elif isinstance(error, RemoteError):
-        code = error.code
-    else:
-        code = "route_failed"
-    text = f"{type(error).__name__}: {failure.getErrorMessage()}"
-    return {"code": code, "message": " ".join(text.split())[:300]}
 
 
 @define(eq=False)
@@ -427,7 +375,7 @@ class Connection:
                 "args": None,
                 "callbackId": callback_id,
                 "sessionId": session_id,
-                "error": _error_of(failure),
+                "error": error_of(failure),
             }
 
         answered = work.addCallbacks(reply, refused)
@@ -881,20 +829,12 @@ class GraphSSEClient:
         return self._run(name, args, method)
 
     def _run(self, name: str, args: Any, method: str | None) -> Deferred[Any]:
-        target = self.routes.get(name)
-        if target is None:
-            return fail(UnknownRoute(f"no route {name!r} here"))
-        try:
-            fn = _resolve(target, method, name)
-        except UnknownRoute:
-            return fail()
-
         def ran(result: Any) -> Any:
             for connection in list(self.connections):
                 connection._emit(name, result)
             return result
 
-        return maybeDeferred(_invoke, fn, messages.spread_args(args)).addCallback(ran)
+        return run_route(self.routes, name, args, method).addCallback(ran)
 
     # Events
 
