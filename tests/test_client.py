@@ -1673,6 +1673,16 @@ class GraphSSEClientTests(_RealCase):
         client = self.client()
         failure = await failure_of(client.run("ping"))
         self.assertTrue(failure.check(ClientClosed))
+        calls: list[Callable[[], Deferred[Any]]] = [
+            lambda: client.send({"route": "ping"}),
+            lambda: client.post("ping"),
+            lambda: client.request({"route": "ping"}),
+            lambda: client.subscribe("ping", lambda _: None),
+            lambda: client.unsubscribe("ping", 1),
+        ]
+        for call in calls:
+            failure = await failure_of(call())
+            self.assertTrue(failure.check(ClientClosed))
 
     async def test_terminate_leaves_nothing(self) -> None:
         """

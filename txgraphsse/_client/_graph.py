@@ -60,6 +60,7 @@ __all__ = ["Connection", "GraphSSEClient", "UnknownRoute"]
 Handler = Callable[[Any, ServerSentEvent, "Connection"], object]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 
 #: Request ids settled lately, so that their copy on the stream is known.
 _SETTLED_MEMORY = 256
@@ -953,20 +954,22 @@ class GraphSSEClient:
         """
         return self.connections[0].session_id if self.connections else None
 
-    def _default(self) -> Connection | Failure:
+    def _on_first(self, call: Callable[[Connection], Deferred[_T]]) -> Deferred[_T]:
+        """
+        C{call} on the first open connection, or a L{ClientClosed} failure
+        if there is none.
+        """
         try:
-            return self.connection
+            connection = self.connection
         except ClientClosed:
-            return Failure()
+            return fail()
+        return call(connection)
 
     def send(self, message: Any) -> Deferred[Any]:
         """
         L{Connection.send} on the first open connection.
         """
-        connection = self._default()
-        if isinstance(connection, Failure):
-            return fail(connection)
-        return connection.send(message)
+        return self._on_first(lambda connection: connection.send(message))
 
     def post(
         self, route: str, args: Any = None, method: str | None = None
@@ -974,10 +977,7 @@ class GraphSSEClient:
         """
         L{Connection.post} on the first open connection.
         """
-        connection = self._default()
-        if isinstance(connection, Failure):
-            return fail(connection)
-        return connection.post(route, args, method)
+        return self._on_first(lambda connection: connection.post(route, args, method))
 
     def run(
         self, route: str, args: Any = None, method: str | None = None
@@ -985,19 +985,13 @@ class GraphSSEClient:
         """
         L{Connection.run} on the first open connection.
         """
-        connection = self._default()
-        if isinstance(connection, Failure):
-            return fail(connection)
-        return connection.run(route, args, method)
+        return self._on_first(lambda connection: connection.run(route, args, method))
 
     def request(self, message: Any, method: str | None = None) -> Deferred[Any]:
         """
         L{Connection.request} on the first open connection.
         """
-        connection = self._default()
-        if isinstance(connection, Failure):
-            return fail(connection)
-        return connection.request(message, method)
+        return self._on_first(lambda connection: connection.request(message, method))
 
     def subscribe(
         self, route: str, callback: Callable[[Any], object], args: Any = None
@@ -1005,19 +999,15 @@ class GraphSSEClient:
         """
         L{Connection.subscribe} on the first open connection.
         """
-        connection = self._default()
-        if isinstance(connection, Failure):
-            return fail(connection)
-        return connection.subscribe(route, callback, args)
+        return self._on_first(
+            lambda connection: connection.subscribe(route, callback, args)
+        )
 
     def unsubscribe(self, route: str, sub: int) -> Deferred[bool]:
         """
         L{Connection.unsubscribe} on the first open connection.
         """
-        connection = self._default()
-        if isinstance(connection, Failure):
-            return fail(connection)
-        return connection.unsubscribe(route, sub)
+        return self._on_first(lambda connection: connection.unsubscribe(route, sub))
 
     def terminate(self) -> Deferred[None]:
         """
