@@ -7,8 +7,12 @@ treq and the project's L{EventStreamParser}.
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
 from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
 from typing import Any, cast
 
 import treq
@@ -21,7 +25,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
@@ -37,6 +41,8 @@ from txgraphsse import (
     SSEBackend,
     SSEEndpoint,
 )
+from txgraphsse import redis as public_redis
+from txgraphsse._redis import _scripts
 from txgraphsse.redis import RedisBroker
 
 from ._redis import RedisServer, free_port
@@ -965,3 +971,89 @@ class ConfigurationTests(TestCase):
         await broker.stop()
         self.assertTrue(started.called)
         self.assertFalse(broker.connected)
+
+
+#: The SHA1 of each script as it was when the scripts lived in
+#: C{txgraphsse/redis.py}: moving them into files changed no byte that
+#: Redis sees.  (A script that changes on purpose changes its line here.)
+SCRIPT_SHAS = {
+    "publish": "62eb6588f69dc5d1d847381d520a76d8fb11e91d",
+    "direct": "58948f81c79a8bb6872c3812df71f660104d527f",
+    "heartbeat": "bdf9a684ee1b4f29fa2e6a5fe65b2898f02b0c40",
+    "register": "26d5779e40ebfb87bfcea24744e070061c69c038",
+    "opened": "f52b9d2144058f445bd21b30bc13e7d1f188b3c7",
+    "closed": "52d6279610441f3b445a4388bd6f889b4b6bbcea",
+    "leave": "99106a69ca77359a0ca9bc130fff0b4701f7f3a6",
+    "sync": "975713df96d5c1482198cc29fbcc64ac5fce475e",
+    "replay": "96815c5516f613a60a809be40dcfae8320c5abe6",
+}
+
+_REDIS_PACKAGE = Path(_scripts.__file__).parent
+
+
+def _script_names_used(path: Path) -> set[str]:
+    """
+    The names a module imports from C{_scripts} and uses.
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported = {
+        alias.asname or alias.name: alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and (node.module or "").rpartition(".")[2] == "_scripts"
+        for alias in node.names
+    }
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    return {imported[name] for name in used if name in imported}
+
+
+class ScriptTests(SynchronousTestCase):
+    """
+    The Lua scripts are package data: each file is loaded, used, and is
+    the script Redis stores under our SHA1.
+    """
+
+    def test_every_file_is_a_script(self) -> None:
+        """
+        Every C{lua/*.lua} file of the package is one of L{_scripts.SCRIPTS}
+        (and the other way round), read as it is, with the SHA1 of its
+        bytes, the same as before the scripts moved into files.
+        """
+        lua = resources.files("txgraphsse._redis") / "lua"
+        files = {
+            entry.name[: -len(".lua")]: entry.read_bytes()
+            for entry in lua.iterdir()
+            if entry.name.endswith(".lua")
+        }
+        self.assertEqual(sorted(files), sorted(s.name for s in _scripts.SCRIPTS))
+        for script in _scripts.SCRIPTS:
+            self.assertIs(getattr(_scripts, script.name.upper()), script)
+            self.assertEqual(script.text.encode("utf-8"), files[script.name])
+            self.assertEqual(script.sha, hashlib.sha1(files[script.name]).hexdigest())
+        self.assertEqual({s.name: s.sha for s in _scripts.SCRIPTS}, SCRIPT_SHAS)
+
+    def test_every_script_is_used(self) -> None:
+        """
+        Each script is run by some part of the broker.
+        """
+        used: set[str] = set()
+        for path in [*_REDIS_PACKAGE.glob("*.py"), Path(public_redis.__file__)]:
+            if path.name != "_scripts.py":
+                used |= _script_names_used(path)
+        wanted = {s.name.upper() for s in _scripts.SCRIPTS}
+        self.assertEqual(used & wanted, wanted)
+
+    def test_redis_stores_them_under_our_sha(self) -> None:
+        """
+        C{SCRIPT LOAD} of each script into a real C{redis-server} answers
+        our SHA1 (so C{EVALSHA} finds it), and Redis compiles every one.
+        """
+        redis = RedisServer()
+        redis.start()
+        self.addCleanup(redis.cleanup)
+        for script in _scripts.SCRIPTS:
+            self.assertEqual(
+                redis.command("SCRIPT", "LOAD", script.text), script.sha, script.name
+            )
+        shas = [s.sha for s in _scripts.SCRIPTS]
+        self.assertEqual(redis.command("SCRIPT", "EXISTS", *shas), [1] * len(shas))

@@ -66,7 +66,6 @@ Redis 6.2 or later (exclusive C{XRANGE}), and one Redis, not Redis Cluster
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import random
 import secrets
@@ -75,7 +74,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from attrs import define, field, frozen
+from attrs import define, field
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -102,241 +101,20 @@ from ._broker import (
     StoredEvent,
     parse_event_id,
 )
+from ._redis._scripts import CLOSED as _CLOSED
+from ._redis._scripts import DIRECT as _DIRECT
+from ._redis._scripts import HEARTBEAT as _HEARTBEAT
+from ._redis._scripts import LEAVE as _LEAVE
+from ._redis._scripts import OPENED as _OPENED
+from ._redis._scripts import PUBLISH as _PUBLISH
+from ._redis._scripts import REGISTER as _REGISTER
+from ._redis._scripts import REPLAY as _REPLAY
+from ._redis._scripts import SCRIPTS as _SCRIPTS
+from ._redis._scripts import SYNC as _SYNC
+from ._redis._scripts import Script as _Script
 
 __all__ = ["RedisBroker"]
 
-
-@frozen
-class _Script:
-    text: str
-    sha: str
-
-    @classmethod
-    def of(cls, text: str) -> _Script:
-        return cls(text, hashlib.sha1(text.encode()).hexdigest())
-
-
-# KEYS: seq, epoch, stream, bus, evicted, channels.  ARGV: new epoch (a
-# fresh random one each time, so that an epoch never comes back after Redis
-# lost its data), history size (0: none), channel, time, event, data,
-# origin, "1" for an event kept through an outage, the bus message after
-# its "s" and "i" fields.
-_PUBLISH = _Script.of("""
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[2], epoch)
-end
-local size = tonumber(ARGV[2])
-local seq = 0
-local id = ''
-if size > 0 then
-  seq = redis.call('INCR', KEYS[1])
-  id = epoch .. '.' .. seq
-  local kept = redis.call('XLEN', KEYS[3])
-  if kept >= size then
-    local gone = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', kept - size + 1)
-    redis.call('HSET', KEYS[5], ARGV[3], gone[#gone][1])
-  end
-  if ARGV[8] == '' then
-    redis.call('XADD', KEYS[3], 'MAXLEN', size, seq .. '-0',
-      't', ARGV[4], 'e', ARGV[5], 'd', ARGV[6], 'o', ARGV[7])
-  else
-    redis.call('XADD', KEYS[3], 'MAXLEN', size, seq .. '-0',
-      't', ARGV[4], 'e', ARGV[5], 'd', ARGV[6], 'o', ARGV[7], 'b', '1')
-  end
-  redis.call('SADD', KEYS[6], ARGV[3])
-end
-redis.call('PUBLISH', KEYS[4], '{"s":' .. seq .. ',"i":"' .. id .. '",' .. ARGV[9])
-return {seq, epoch}
-""")
-
-# KEYS: where.  ARGV: session id, prefix, message.  Publishes the message to
-# the session's node if that node is alive: {node, receivers}, or nil.
-_DIRECT = _Script.of("""
-local owner = redis.call('HGET', KEYS[1], ARGV[1])
-if not owner then return false end
-if redis.call('EXISTS', ARGV[2] .. ':alive:' .. owner) == 0 then return false end
-return {owner, redis.call('PUBLISH', ARGV[2] .. ':node:' .. owner, ARGV[3])}
-""")
-
-# ARGV: prefix, node, ttl in ms, keys...  Keeps this node alive, forgets
-# dead nodes and their sessions; answers {live nodes, {sessions of K on the
-# other live nodes, for each key K}, 1 if this node was not (or no longer)
-# among the nodes}.
-_HEARTBEAT = _Script.of("""
-local p, me = ARGV[1], ARGV[2]
-redis.call('SET', p .. ':alive:' .. me, '1', 'PX', ARGV[3])
-local joined = redis.call('SADD', p .. ':nodes', me)
-local live = {}
-for _, node in ipairs(redis.call('SMEMBERS', p .. ':nodes')) do
-  if redis.call('EXISTS', p .. ':alive:' .. node) == 1 then
-    table.insert(live, node)
-  else
-    for _, key in ipairs(redis.call('SMEMBERS', p .. ':nk:' .. node)) do
-      local set = p .. ':' .. key .. ':n:' .. node
-      local where = p .. ':' .. key .. ':where'
-      for _, sid in ipairs(redis.call('SMEMBERS', set)) do
-        if redis.call('HGET', where, sid) == node then
-          redis.call('HDEL', where, sid)
-        end
-      end
-      redis.call('DEL', set)
-    end
-    redis.call('DEL', p .. ':nk:' .. node)
-    redis.call('SREM', p .. ':nodes', node)
-  end
-end
-local counts = {}
-for i = 4, #ARGV do
-  local n = 0
-  for _, node in ipairs(live) do
-    if node ~= me then
-      n = n + redis.call('SCARD', p .. ':' .. ARGV[i] .. ':n:' .. node)
-    end
-  end
-  table.insert(counts, n)
-end
-return {live, counts, joined}
-""")
-
-# ARGV: prefix, node, key, session ids...  This node holds exactly these
-# sessions of the key: sessions it lost while Redis was away are announced
-# closed.
-_REGISTER = _Script.of("""
-local p, me, key = ARGV[1], ARGV[2], ARGV[3]
-local set = p .. ':' .. key .. ':n:' .. me
-local where = p .. ':' .. key .. ':where'
-local now = {}
-for i = 4, #ARGV do now[ARGV[i]] = true end
-for _, sid in ipairs(redis.call('SMEMBERS', set)) do
-  if not now[sid] then
-    redis.call('SREM', set, sid)
-    if redis.call('HGET', where, sid) == me then redis.call('HDEL', where, sid) end
-    redis.call('PUBLISH', p .. ':all',
-      cjson.encode({type = 'closed', k = key, sid = sid, o = me}))
-  end
-end
-for i = 4, #ARGV do
-  redis.call('HSET', where, ARGV[i], me)
-  redis.call('SADD', set, ARGV[i])
-end
-redis.call('SADD', p .. ':nk:' .. me, key)
-return 0
-""")
-
-# ARGV: prefix, node, key, session id.
-_OPENED = _Script.of("""
-local p, me, key, sid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-redis.call('HSET', p .. ':' .. key .. ':where', sid, me)
-redis.call('SADD', p .. ':' .. key .. ':n:' .. me, sid)
-redis.call('SADD', p .. ':nk:' .. me, key)
-return 0
-""")
-
-# ARGV: prefix, node, key, session id, message for every node.
-_CLOSED = _Script.of("""
-local p, me, key, sid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local where = p .. ':' .. key .. ':where'
-if redis.call('HGET', where, sid) == me then redis.call('HDEL', where, sid) end
-redis.call('SREM', p .. ':' .. key .. ':n:' .. me, sid)
-redis.call('PUBLISH', p .. ':all', ARGV[5])
-return 0
-""")
-
-# ARGV: prefix, node.  This node leaves the cluster.
-_LEAVE = _Script.of("""
-local p, me = ARGV[1], ARGV[2]
-for _, key in ipairs(redis.call('SMEMBERS', p .. ':nk:' .. me)) do
-  local set = p .. ':' .. key .. ':n:' .. me
-  local where = p .. ':' .. key .. ':where'
-  for _, sid in ipairs(redis.call('SMEMBERS', set)) do
-    if redis.call('HGET', where, sid) == me then redis.call('HDEL', where, sid) end
-    redis.call('PUBLISH', p .. ':all',
-      cjson.encode({type = 'closed', k = key, sid = sid, o = me}))
-  end
-  redis.call('DEL', set)
-end
-redis.call('DEL', p .. ':nk:' .. me)
-redis.call('DEL', p .. ':alive:' .. me)
-redis.call('SREM', p .. ':nodes', me)
-return 0
-""")
-
-# KEYS: epoch, seq, channels, bus, evicted.  ARGV: new epoch, the epoch this
-# node knows, the last sequence number it delivered (-1: none), node, sync
-# token, stream key prefix.  Publishes a marker on the bus: events before it
-# on the bus are those up to the sequence number it carries.  Answers {epoch,
-# seq, newest trimmed seq, channel, entries, ...} with what this node missed
-# since it delivered.
-_SYNC = _Script.of("""
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[1], epoch)
-end
-local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-redis.call('PUBLISH', KEYS[4],
-  '{"m":"' .. ARGV[4] .. '","y":' .. ARGV[5] .. ',"s":' .. seq .. '}')
-local out = {epoch, seq, 0}
-local from = tonumber(ARGV[3])
-if epoch == ARGV[2] and from >= 0 and from < seq then
-  local evicted = redis.call('HVALS', KEYS[5])
-  for _, id in ipairs(evicted) do
-    local trimmed = tonumber(string.match(id, '^(%d+)'))
-    if trimmed and trimmed > out[3] then out[3] = trimmed end
-  end
-  for _, channel in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-    local stream = ARGV[6] .. channel
-    local entries = redis.call('XRANGE', stream, '(' .. ARGV[3] .. '-0', '+')
-    if #entries > 0 then
-      table.insert(out, channel)
-      table.insert(out, entries)
-    end
-  end
-end
-return out
-""")
-
-# KEYS: epoch, seq, evicted, streams...  ARGV: the epoch of the client's id,
-# its sequence number (-1: malformed), the last sequence number this node
-# delivered, channel names...  Answers {reset, epoch, then for each channel:
-# the newest id trimmed off (or ''), the entries after the client's id}.
-_REPLAY = _Script.of("""
-local epoch = redis.call('GET', KEYS[1])
-local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-local after = tonumber(ARGV[2])
-local reset = 0
-if (not epoch) or epoch ~= ARGV[1] or after < 0 or after > seq then
-  reset = 1
-  after = 0
-end
-local start = '-'
-if after > 0 then start = '(' .. ARGV[2] .. '-0' end
-local upto = tonumber(ARGV[3])
-local out = {reset, epoch or ''}
-for i = 4, #KEYS do
-  table.insert(out, redis.call('HGET', KEYS[3], ARGV[i]) or '')
-  if upto > after then
-    table.insert(out, redis.call('XRANGE', KEYS[i], start, ARGV[3] .. '-0'))
-  else
-    table.insert(out, {})
-  end
-end
-return out
-""")
-
-_SCRIPTS = (
-    _PUBLISH,
-    _DIRECT,
-    _HEARTBEAT,
-    _REGISTER,
-    _OPENED,
-    _CLOSED,
-    _LEAVE,
-    _SYNC,
-    _REPLAY,
-)
 
 _json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
