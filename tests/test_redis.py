@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import inspect
 import json
 from collections.abc import Callable
 from importlib import resources
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import treq
+import txredisapi
 from attrs import define, field
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -42,7 +44,7 @@ from txgraphsse import (
     SSEEndpoint,
 )
 from txgraphsse import redis as public_redis
-from txgraphsse._redis import _scripts
+from txgraphsse._redis import _protocol, _scripts
 from txgraphsse.redis import RedisBroker
 
 from ._redis import RedisServer, free_port
@@ -1057,3 +1059,253 @@ class ScriptTests(SynchronousTestCase):
             )
         shas = [s.sha for s in _scripts.SCRIPTS]
         self.assertEqual(redis.command("SCRIPT", "EXISTS", *shas), [1] * len(shas))
+
+
+#: The txredisapi attributes the faster protocol relies on, with the
+#: parameters of each method: written out here, not taken from the module
+#: under test.
+RELIED_UPON: dict[str, list[str] | None] = {
+    "dataReceived": ["data", "unpause"],
+    "setLineMode": ["extra"],
+    "line_mode": None,
+    "_build_command": ["args", "kwargs"],
+}
+
+#: What the faster protocol adds, which txredisapi must not define itself.
+ADDED = ["_extra"]
+
+
+def _reader(**changes: Any) -> type:
+    """
+    A stand-in for a txredisapi protocol with every hook the probe looks
+    for; C{changes} replace (or, given as L{None}, remove) attributes.
+    """
+
+    def dataReceived(self: Any, data: bytes, unpause: bool = False) -> None:
+        while self.line_mode:
+            break
+
+    def setLineMode(self: Any, extra: bytes = b"") -> None:
+        self.line_mode = 1
+
+    def _build_command(self: Any, *args: Any, **kwargs: Any) -> bytes:
+        return b""
+
+    def execute_command(self: Any, *args: Any, **kwargs: Any) -> bytes:
+        built: bytes = self._build_command(*args, **kwargs)
+        return built
+
+    attributes: dict[str, Any] = {
+        "line_mode": 1,
+        "dataReceived": dataReceived,
+        "setLineMode": setLineMode,
+        "_build_command": _build_command,
+        "execute_command": execute_command,
+    }
+    for name, value in changes.items():
+        if value is None:
+            del attributes[name]
+        else:
+            attributes[name] = value
+    return type("Reader", (), attributes)
+
+
+class ProtocolSeamTests(SynchronousTestCase):
+    """
+    L{_protocol} is the one seam with txredisapi's private hooks: the hooks
+    are named here, the probe finds a txredisapi that lacks one, and no
+    other part of the broker names them.
+    """
+
+    def test_attributes_named(self) -> None:
+        """
+        The module relies on exactly the attributes this test names.
+        """
+        self.assertEqual(
+            {
+                k: None if v is None else list(v)
+                for k, v in _protocol.TXREDISAPI_ATTRIBUTES.items()
+            },
+            RELIED_UPON,
+        )
+        self.assertEqual(list(_protocol.FASTER_OWN_ATTRIBUTES), ADDED)
+
+    def test_installed_txredisapi_keeps_them(self) -> None:
+        """
+        txredisapi's protocols have every hook, with the parameters the
+        faster protocol passes, and none of its own attributes; the probe
+        agrees and the fast path is on.  If this fails after a txredisapi
+        upgrade, L{_protocol._Faster} must be brought up to date.
+        """
+        for cls in (txredisapi.RedisProtocol, txredisapi.SubscriberProtocol):
+            for name, parameters in RELIED_UPON.items():
+                self.assertTrue(hasattr(cls, name), f"{cls.__name__}.{name}")
+                if parameters is not None:
+                    found = list(inspect.signature(getattr(cls, name)).parameters)
+                    self.assertEqual(found, ["self", *parameters], name)
+            for name in ADDED:
+                self.assertFalse(hasattr(cls, name), f"{cls.__name__}.{name}")
+            reader = next(c for c in cls.__mro__ if "setLineMode" in vars(c))
+            self.assertIn("line_mode", reader.dataReceived.__code__.co_names)
+            self.assertIn("_build_command", cls.execute_command.__code__.co_names)
+        self.assertEqual(_protocol.probe(), "")
+        self.assertTrue(_protocol.FAST_PATH)
+
+    def test_stand_in_passes(self) -> None:
+        """
+        The stand-in the next tests change passes the probe as it is.
+        """
+        self.assertEqual(_protocol.probe(_reader()), "")
+
+    def test_missing_attribute(self) -> None:
+        """
+        A txredisapi without one of the attributes fails the probe, which
+        names it.
+        """
+        for name in RELIED_UPON:
+            self.assertIn(name, _protocol.probe(_reader(**{name: None})), name)
+
+    def test_other_parameters(self) -> None:
+        """
+        A hook that takes other parameters fails the probe, which names it.
+        """
+
+        def dataReceived(self: Any, data: bytes) -> None:
+            while self.line_mode:
+                break
+
+        def setLineMode(self: Any) -> None:
+            pass
+
+        def _build_command(self: Any, *args: Any) -> bytes:
+            return b""
+
+        for name, hook in [
+            ("dataReceived", dataReceived),
+            ("setLineMode", setLineMode),
+            ("_build_command", _build_command),
+        ]:
+            self.assertIn(name, _protocol.probe(_reader(**{name: hook})), name)
+        self.assertIn("line_mode", _protocol.probe(_reader(line_mode=None)))
+
+    def test_rewired(self) -> None:
+        """
+        A line reader that no longer loops on C{line_mode}, a command path
+        that no longer frames with C{_build_command}, and a protocol with an
+        C{_extra} of its own fail the probe.
+        """
+
+        def dataReceived(self: Any, data: bytes, unpause: bool = False) -> None:
+            pass
+
+        def execute_command(self: Any, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        self.assertIn("line_mode", _protocol.probe(_reader(dataReceived=dataReceived)))
+        self.assertIn(
+            "_build_command", _protocol.probe(_reader(execute_command=execute_command))
+        )
+        self.assertIn("_extra", _protocol.probe(_reader(_extra=b"")))
+
+    def test_failed_probe_is_logged(self) -> None:
+        """
+        When the probe fails, the fast path is off, and the log says so and
+        why.
+        """
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.patch(_protocol, "probe", lambda: "RedisProtocol has no line_mode")
+        self.assertFalse(_protocol._fast_path_holds())
+        texts = [formatEvent(e) for e in logged]
+        self.assertEqual(len(texts), 1, texts)
+        self.assertIn("the fast path is off", texts[0])
+        self.assertIn("RedisProtocol has no line_mode", texts[0])
+
+    def test_protocols_follow_the_flag(self) -> None:
+        """
+        The connections are the faster ones while L{_protocol.FAST_PATH}
+        holds, and txredisapi's plain ones (without a single override)
+        once it does not.
+        """
+        owner = _Owner()
+        self.assertIsInstance(_protocol.command_protocol(owner), _protocol._Faster)
+        self.assertIsInstance(_protocol.subscriber_protocol(owner), _protocol._Faster)
+        self.patch(_protocol, "FAST_PATH", False)
+        command = _protocol.command_protocol(owner)
+        subscriber = _protocol.subscriber_protocol(owner)
+        for proto in (command, subscriber):
+            self.assertNotIsInstance(proto, _protocol._Faster)
+            for name in RELIED_UPON:
+                self.assertNotIn(name, vars(type(proto)), name)
+        self.assertIsInstance(command, txredisapi.RedisProtocol)
+        self.assertIsInstance(subscriber, txredisapi.SubscriberProtocol)
+
+    def test_no_other_module_names_them(self) -> None:
+        """
+        No module of the broker but L{_protocol} names a txredisapi private
+        attribute, nor one of the hooks the faster protocol overrides.
+        """
+        names = {*RELIED_UPON, *ADDED}
+        offences = []
+        for path in sorted(_REDIS_PACKAGE.glob("*.py")):
+            if path.name == "_protocol.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                named = None
+                if isinstance(node, ast.Attribute):
+                    named = node.attr
+                elif isinstance(node, ast.Name):
+                    named = node.id
+                elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    named = node.value
+                if named in names:
+                    offences.append(f"{path.name}:{node.lineno}: {named}")
+        self.assertEqual(offences, [])
+
+
+class _Owner:
+    """
+    A connection's owner that ignores what it is told.
+    """
+
+    def received(self, channel: str, message: Any) -> None:
+        pass
+
+    def lost(self, proto: object) -> None:
+        pass
+
+
+class PlainProtocolTests(BroadcastTests):
+    """
+    The broadcast tests again, with the fast path off: txredisapi's plain
+    protocols carry events as well, large ones split across reads included.
+    """
+
+    def setUp(self) -> None:
+        self.patch(_protocol, "FAST_PATH", False)
+        super().setUp()
+
+    async def test_round_trip_on_plain_protocols(self) -> None:
+        """
+        Two nodes on txredisapi's plain protocols: events published on each
+        reach both, a push reaches the other node's session, and a
+        forwarded call comes back with its answer.
+        """
+        a = await self.node("a")
+        b = await self.node("b")
+        for node in (a, b):
+            for proto in (node.broker._cmd, node.broker._sub):
+                self.assertIsInstance(proto, txredisapi.BaseRedisProtocol)
+                self.assertNotIsInstance(proto, _protocol._Faster)
+        on_a = await self.stream(a)
+        on_b = await self.stream(b)
+        a.endpoint.send({"n": 0})
+        b.endpoint.send({"n": 1})
+        for stream in (on_a, on_b):
+            await until(lambda s=stream: len(s.data()) == 2, "both events")
+        self.assertEqual(on_a.data(), on_b.data())
+        sid = on_b.session_id
+        assert sid is not None
+        self.assertEqual(a.endpoint.send({"to": "you"}, session_id=sid), 1)
+        await until(lambda: on_b.data()[-1:] == [{"to": "you"}], "the push")
+        status, body = await self.post(a, {"route": "where", "sessionId": sid})
+        self.assertEqual((status, body["args"]), (200, "b"))

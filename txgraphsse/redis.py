@@ -90,7 +90,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txredisapi import ConnectionError as RedisConnectionError
-from txredisapi import RedisProtocol, ResponseError, SubscriberProtocol
+from txredisapi import ResponseError
 from zope.interface import implementer
 
 from ._broker import (
@@ -101,6 +101,7 @@ from ._broker import (
     StoredEvent,
     parse_event_id,
 )
+from ._redis._protocol import command_protocol, subscriber_protocol
 from ._redis._scripts import CLOSED as _CLOSED
 from ._redis._scripts import DIRECT as _DIRECT
 from ._redis._scripts import HEARTBEAT as _HEARTBEAT
@@ -135,79 +136,6 @@ def _seq_of(entry_id: Any) -> int:
 
 def _fields(flat: Sequence[Any]) -> dict[str, str]:
     return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
-
-
-class _Faster:
-    """
-    Two changes to txredisapi's pure-Python protocol, for throughput.
-
-    Reading: after each bulk string, txredisapi pauses the transport and
-    parses the rest of the data one reactor turn later (to bound its
-    recursion), which costs two system calls and a turn per element of
-    every reply and message.  Here the rest is parsed in a loop at once.
-    (With hiredis installed, parsing is hiredis's and this changes nothing.)
-
-    Writing: commands are framed with one C{join}.
-    """
-
-    _extra: bytes | None = None
-
-    def dataReceived(self, data: bytes, unpause: bool = False) -> None:
-        chunk: bytes | None = data
-        while chunk:
-            self._extra = None
-            super().dataReceived(chunk)  # type: ignore[misc]
-            chunk = self._extra
-
-    def setLineMode(self, extra: bytes = b"") -> None:
-        self.line_mode = 1
-        if extra:
-            self._extra = extra
-
-    def _build_command(self, *args: Any, **kwargs: Any) -> bytes:
-        parts = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            if isinstance(arg, bytes):
-                data = arg
-            elif isinstance(arg, str):
-                data = arg.encode("utf-8")
-            else:
-                data = str(arg).encode("ascii")
-            parts.append(b"$%d\r\n" % len(data))
-            parts.append(data)
-            parts.append(b"\r\n")
-        return b"".join(parts)
-
-
-class _Command(_Faster, RedisProtocol):  # type: ignore[misc]
-    """
-    The connection that sends every command, in order.
-    """
-
-    def __init__(self, broker: RedisBroker) -> None:
-        RedisProtocol.__init__(self, charset="utf-8", convertNumbers=False)
-        self.broker = broker
-
-    def connectionLost(self, why: Failure) -> None:
-        RedisProtocol.connectionLost(self, why)
-        self.broker._lost(self)
-
-
-class _Subscriber(_Faster, SubscriberProtocol):  # type: ignore[misc]
-    """
-    The connection that receives the bus and this node's messages.
-    """
-
-    def __init__(self, broker: RedisBroker) -> None:
-        SubscriberProtocol.__init__(self, charset="utf-8", convertNumbers=False)
-        self.broker = broker
-
-    def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
-        self.broker._received(str(channel), message)
-
-    def connectionLost(self, why: Failure) -> None:
-        SubscriberProtocol.connectionLost(self, why)
-        self.broker._lost(self)
 
 
 @define(eq=False)
@@ -510,10 +438,10 @@ class RedisBroker:
             await proto.execute_command("SELECT", self._db)
 
     async def _open_link(self) -> None:
-        cmd = await connectProtocol(self._endpoint(), _Command(self))
+        cmd = await connectProtocol(self._endpoint(), command_protocol(self))
         self._cmd = cmd
         await self._login(cmd, select=True)
-        sub = await connectProtocol(self._endpoint(), _Subscriber(self))
+        sub = await connectProtocol(self._endpoint(), subscriber_protocol(self))
         self._sub = sub
         await self._login(sub, select=False)
         await gatherResults(
@@ -598,7 +526,7 @@ class RedisBroker:
             delay * random.uniform(0.8, 1.2), self._connect
         )
 
-    def _lost(self, proto: Any) -> None:
+    def lost(self, proto: object) -> None:
         """
         A connection closed (C{proto}'s C{connectionLost}).
         """
@@ -985,7 +913,11 @@ class RedisBroker:
 
     # The bus and this node's messages
 
-    def _received(self, channel: str, raw: Any) -> None:
+    def received(self, channel: str, raw: Any) -> None:
+        """
+        A message arrived on C{channel} (the subscriber connection's
+        C{messageReceived}).
+        """
         try:
             message = json.loads(raw)
             if not isinstance(message, dict):
