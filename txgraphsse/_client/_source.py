@@ -3,11 +3,12 @@
 L{EventSource}: a C{text/event-stream} reader for Twisted that behaves like
 the browser's, and reconnects more carefully than one.
 
-It owns one stream's life: the C{GET}, the incremental parse, dispatch by
-event name, the idle watchdog, and when and whether to reconnect
-(C{retry:}, exponential backoff with jitter, C{Retry-After}, C{204}).  It
-knows the shared parser and HTTP; nothing of graphscript messages, nothing of
-the server.
+It owns one stream's life: its state, dispatch by event name, the ids it
+resumes from, the idle watchdog's verdict, and when and whether to
+reconnect (C{retry:}, exponential backoff with jitter, C{Retry-After},
+C{204}).  How one attempt asks and reads its answer is C{_attempt}'s; the
+parse is the shared parser's.  It knows nothing of graphscript messages,
+nothing of the server.
 """
 
 from __future__ import annotations
@@ -15,29 +16,22 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from enum import IntEnum
-from typing import Any, cast
+from typing import cast
 
-from attrs import Factory, define
 from hyperlink import EncodedURL
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import RedirectAgent
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IPolicyForHTTPS, IResponse
+from twisted.web.iweb import IAgent, IPolicyForHTTPS
 
-from .._parser import EventStreamParser, ServerSentEvent
-from ._http import BodyReader, Connections, RemoteError, remote_error
-from ._http import retry_after as parse_retry_after
+from .._parser import ServerSentEvent
+from ._attempt import Attempt, StreamRequest
 from ._waiters import Waiters
+from ._watchdog import Watchdog
 
 __all__ = ["ClientClosed", "EventSource", "IdleTimeout", "ReadyState"]
-
-#: Bytes of a refusal's body that are read for its error message.
-_REFUSAL_LIMIT = 64 * 1024
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -74,55 +68,6 @@ class IdleTimeout(Exception):
     No byte arrived, not even a keep-alive comment, for the idle timeout: the
     stream is taken for dead and dropped.
     """
-
-
-@define(eq=False)
-class _Attempt:
-    """
-    One connection attempt, from the C{GET} to the end of its body.
-
-    @ivar parser: this stream's parser.
-    @ivar pending: the request or the refusal's body read, while waited on.
-    @ivar transport: the open stream's, to drop it.
-    @ivar delivered: whether a body protocol got the response (then L{lost}
-        fires from its C{connectionLost}).
-    @ivar lost: fires when this attempt holds no connection any more.
-    """
-
-    parser: EventStreamParser = Factory(EventStreamParser)
-    pending: Deferred[Any] | None = None
-    transport: IPushProducer | None = None
-    delivered: bool = False
-    first: bool = True
-    lost: Deferred[None] = Factory(Deferred)
-
-    def gone(self) -> None:
-        if not self.lost.called:
-            self.lost.callback(None)
-
-
-class _StreamProtocol(Protocol):
-    def __init__(self, source: EventSource, attempt: _Attempt) -> None:
-        self._source = source
-        self._attempt = attempt
-
-    def connectionMade(self) -> None:
-        self._attempt.transport = cast(IPushProducer, self.transport)
-
-    def dataReceived(self, data: bytes) -> None:
-        self._source._received(self._attempt, data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._attempt.transport = None
-        try:
-            self._source._ended(self._attempt, reason)
-        finally:
-            self._attempt.gone()
-
-
-def _media_type(headers: Headers) -> bytes:
-    values = headers.getRawHeaders(b"content-type") or [b""]
-    return values[-1].split(b";")[0].strip().lower()
 
 
 class EventSource:
@@ -207,15 +152,16 @@ class EventSource:
         if last_event_id is not None and _bad_id(last_event_id):
             raise ValueError("a last event id cannot hold CR, LF or NUL")
         self.url = url
-        self._uri = link.to_uri().to_text().encode("ascii")
         self._reactor = reactor if reactor is not None else default_reactor()
-        self._headers = dict(headers or {})
-        self._http_client = http_client
-        self._own: Connections | None = None
-        if agent is None and http_client is None:
-            self._own = Connections(self._reactor, tls_policy)
-            agent = RedirectAgent(self._own.agent)
-        self._agent = agent
+        self._get = StreamRequest(
+            url,
+            link.to_uri().to_text().encode("ascii"),
+            self._reactor,
+            headers=headers or {},
+            http_client=http_client,
+            agent=agent,
+            tls_policy=tls_policy,
+        )
         self.idle_timeout = idle_timeout
         self.max_backoff = max_backoff
         self.jitter = jitter
@@ -227,9 +173,9 @@ class EventSource:
         self.on_error: Callable[[Failure], object] | None = None
         self.on_close: Callable[[Failure | None], object] | None = None
         self._handlers: dict[str, list[EventHandler]] = {}
-        self._attempt: _Attempt | None = None
+        self._attempt: Attempt | None = None
         self._timer: IDelayedCall | None = None
-        self._watchdog: IDelayedCall | None = None
+        self._watchdog = Watchdog(self._reactor, self._idle)
         self._failures = 0
         self._started = False
         self._opening: Waiters[None] = Waiters()
@@ -309,8 +255,9 @@ class EventSource:
         waits: list[Deferred[None]] = []
         if attempt is not None:
             waits.append(_observe(attempt.lost))
-        if self._own is not None:
-            waits.append(self._own.close())
+        own = self._get.close()
+        if own is not None:
+            waits.append(own)
         if not waits:
             return succeed(None)
         done: Deferred[None] = Deferred()
@@ -331,10 +278,10 @@ class EventSource:
         self.ready_state = ReadyState.CLOSED
         self.close_reason = reason
         self._cancel_timer()
-        self._stop_watchdog()
+        self._watchdog.stop()
         attempt, self._attempt = self._attempt, None
         if attempt is not None:
-            self._drop(attempt)
+            attempt.drop()
         self._opening.fail(self._final_failure())
         if reason is not None:
             self._log.warn(
@@ -355,112 +302,30 @@ class EventSource:
 
     # One attempt
 
-    def _request_headers(self) -> Headers:
-        headers = Headers()
-        for name, value in self._headers.items():
-            headers.addRawHeader(name, value)
-        headers.setRawHeaders(b"accept", [b"text/event-stream"])
-        headers.setRawHeaders(b"cache-control", [b"no-cache"])
-        if self._http_client is None:
-            headers.setRawHeaders(b"accept-encoding", [b"identity"])
-        if self.last_event_id:
-            headers.setRawHeaders(
-                b"last-event-id", [self.last_event_id.encode("utf-8")]
-            )
-        return headers
-
     def _connect(self) -> None:
         self._timer = None
-        attempt = _Attempt()
+        attempt = Attempt(self, self._reactor)
         if self.last_event_id:
             # The new stream starts from the id we hold, as if it had said so
             # itself; an event without an id keeps it.
             attempt.parser.feed(b"id: " + self.last_event_id.encode("utf-8") + b"\n")
         self._attempt = attempt
         self.ready_state = ReadyState.CONNECTING
-        self._arm_watchdog()
-        headers = self._request_headers()
-        try:
-            if self._agent is not None:
-                requested = self._agent.request(b"GET", self._uri, headers, None)
-            else:
-                assert self._http_client is not None
-                requested = cast(
-                    "Deferred[IResponse]",
-                    self._http_client.request(
-                        "GET",
-                        self.url,
-                        headers=headers,
-                        unbuffered=True,
-                        reactor=cast(Any, self._reactor),
-                    ),
-                )
-        except Exception:
-            requested = fail()
-        if not requested.called:
-            attempt.pending = requested
-        requested.addCallbacks(
-            self._responded,
-            self._request_failed,
-            callbackArgs=(attempt,),
-            errbackArgs=(attempt,),
-        )
+        self._watchdog.pet(self.idle_timeout)
+        attempt.start(self._get.send(self.last_event_id))
 
-    def _responded(self, response: IResponse, attempt: _Attempt) -> None:
-        attempt.pending = None
-        if attempt is not self._attempt:
-            attempt.delivered = True
-            response.deliverBody(_Discard(attempt))
-            return
-        code = response.code
-        if code == 200 and _media_type(response.headers) == b"text/event-stream":
-            # Open first: deliverBody hands over what already arrived at once.
-            self._opened()
-            attempt.delivered = True
-            if attempt is self._attempt:
-                response.deliverBody(_StreamProtocol(self, attempt))
-            else:
-                response.deliverBody(_Discard(attempt))
-            return
-        attempt.delivered = True
-        reader = BodyReader(_REFUSAL_LIMIT, truncate=True)
-        reader.lost.addBoth(lambda _: attempt.gone())
-        response.deliverBody(reader)
-        if not reader.done.called:
-            attempt.pending = reader.done
-        reader.done.addCallbacks(
-            self._refused,
-            self._request_failed,
-            callbackArgs=(response, attempt),
-            errbackArgs=(attempt,),
-        )
+    def _is_current(self, attempt: Attempt) -> bool:
+        return attempt is self._attempt
 
-    def _refused(self, body: bytes, response: IResponse, attempt: _Attempt) -> None:
-        attempt.pending = None
-        if attempt is not self._attempt:
-            return
-        code = response.code
-        if code == 200:
-            error = RemoteError(
-                200,
-                "bad_content_type",
-                "the answer is not text/event-stream: "
-                + _media_type(response.headers).decode("latin-1"),
-            )
-        else:
-            error = remote_error(code, body)
-        if code == 503:
-            delay = parse_retry_after(response.headers, self._reactor.seconds())
-            self._attempt = None
-            self._report(Failure(error))
-            self._schedule(delay)
-            return
-        self._stop(Failure(error))
+    def _unavailable(self, reason: Failure, retry_after: float | None) -> None:
+        self._attempt = None
+        self._report(reason)
+        self._schedule(retry_after)
 
-    def _request_failed(self, reason: Failure, attempt: _Attempt) -> None:
-        attempt.pending = None
-        if not attempt.delivered:
-            attempt.gone()
+    def _refused(self, reason: Failure) -> None:
+        self._stop(reason)
+
+    def _failed(self, attempt: Attempt, reason: Failure) -> None:
         if attempt is not self._attempt:
             return
         self._attempt = None
@@ -469,7 +334,7 @@ class EventSource:
 
     def _opened(self) -> None:
         self.ready_state = ReadyState.OPEN
-        self._pet_watchdog()
+        self._watchdog.pet(self.idle_timeout)
         self._log.debug("Stream {url} open", url=self.url)
         if self.on_open is not None:
             try:
@@ -478,10 +343,10 @@ class EventSource:
                 self._log.failure("on_open of {url} failed", url=self.url)
         self._opening.fire(None)
 
-    def _received(self, attempt: _Attempt, data: bytes) -> None:
+    def _received(self, attempt: Attempt, data: bytes) -> None:
         if attempt is not self._attempt:
             return
-        self._pet_watchdog()
+        self._watchdog.pet(self.idle_timeout)
         if attempt.first:
             # Bytes came: the server is serving.  (A stream that opens and
             # ends without one still counts as a failure, so a broken proxy
@@ -514,7 +379,7 @@ class EventSource:
                     event=event.type,
                 )
 
-    def _ended(self, attempt: _Attempt, reason: Failure) -> None:
+    def _ended(self, attempt: Attempt, reason: Failure) -> None:
         if attempt is not self._attempt:
             return
         self._attempt = None
@@ -523,19 +388,6 @@ class EventSource:
         )
         self._report(reason)
         self._schedule()
-
-    def _drop(self, attempt: _Attempt) -> None:
-        """
-        Let go of C{attempt}: cancel what it waits for, or end its stream.
-        """
-        if attempt.pending is not None:
-            pending, attempt.pending = attempt.pending, None
-            pending.cancel()
-        transport = attempt.transport
-        if transport is not None:
-            transport.stopProducing()
-        if not attempt.delivered:
-            attempt.gone()
 
     def _report(self, reason: Failure) -> None:
         if self.ready_state is not ReadyState.CLOSED:
@@ -561,7 +413,7 @@ class EventSource:
     def _schedule(self, retry_after: float | None = None) -> None:
         if self.ready_state is ReadyState.CLOSED or self._attempt is not None:
             return
-        self._stop_watchdog()
+        self._watchdog.stop()
         if retry_after is not None:
             delay = retry_after * (1.0 + self.jitter * self._random())
         else:
@@ -580,23 +432,7 @@ class EventSource:
 
     # The idle watchdog
 
-    def _arm_watchdog(self) -> None:
-        if not self.idle_timeout:
-            return
-        if self._watchdog is not None and self._watchdog.active():
-            self._watchdog.reset(self.idle_timeout)
-        else:
-            self._watchdog = self._reactor.callLater(self.idle_timeout, self._idle)
-
-    _pet_watchdog = _arm_watchdog
-
-    def _stop_watchdog(self) -> None:
-        watchdog, self._watchdog = self._watchdog, None
-        if watchdog is not None and watchdog.active():
-            watchdog.cancel()
-
     def _idle(self) -> None:
-        self._watchdog = None
         attempt, self._attempt = self._attempt, None
         if attempt is None:
             return
@@ -605,26 +441,11 @@ class EventSource:
             url=self.url,
             timeout=self.idle_timeout,
         )
-        self._drop(attempt)
+        attempt.drop()
         self._report(
             Failure(IdleTimeout(f"no byte for {self.idle_timeout} s from {self.url}"))
         )
         self._schedule()
-
-
-class _Discard(Protocol):
-    """
-    Drops the body of a response nobody wants any more.
-    """
-
-    def __init__(self, attempt: _Attempt) -> None:
-        self._attempt = attempt
-
-    def connectionMade(self) -> None:
-        cast(IPushProducer, self.transport).stopProducing()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._attempt.gone()
 
 
 def _observe(deferred: Deferred[None]) -> Deferred[None]:
