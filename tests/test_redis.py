@@ -3,6 +3,12 @@ Tests for L{txgraphsse.redis.RedisBroker}: several nodes in this process,
 each an L{SSEBackend} with its own C{Site} on 127.0.0.1, linked by a real
 C{redis-server} (L{tests._redis}), and clients reading real streams with
 treq and the project's L{EventStreamParser}.
+
+Then the broker's package itself (L{txgraphsse._redis}): its Lua files are
+the scripts Redis stores under our SHA1s; each txredisapi hook the faster
+protocol relies on is named here, so that a txredisapi release which
+changes one fails loudly, and the broadcast tests run again with the fast
+path off; and its parts import only the parts below them.
 """
 
 from __future__ import annotations
@@ -32,11 +38,13 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+from zope.interface.verify import verifyObject
 
 from txgraphsse import (
     ChannelSpec,
     EventStreamParser,
     HistoryPolicy,
+    IBroker,
     RemoteCallError,
     ServerSentEvent,
     SessionClosed,
@@ -44,6 +52,7 @@ from txgraphsse import (
     SSEEndpoint,
 )
 from txgraphsse import redis as public_redis
+from txgraphsse._redis import _broker as coordinator
 from txgraphsse._redis import _protocol, _scripts
 from txgraphsse.redis import RedisBroker
 
@@ -637,7 +646,7 @@ class SessionTests(RedisTestCase):
         on_b = await self.stream(b)
         sid = on_b.session_id
         assert sid is not None
-        heart = b.broker._heart
+        heart = b.broker._nodes._heart
         assert heart is not None
         heart.stop()
         self.redis.command("DEL", "test:alive:b")
@@ -1039,7 +1048,7 @@ class ScriptTests(SynchronousTestCase):
         Each script is run by some part of the broker.
         """
         used: set[str] = set()
-        for path in [*_REDIS_PACKAGE.glob("*.py"), Path(public_redis.__file__)]:
+        for path in _REDIS_PACKAGE.glob("*.py"):
             if path.name != "_scripts.py":
                 used |= _script_names_used(path)
         wanted = {s.name.upper() for s in _scripts.SCRIPTS}
@@ -1293,7 +1302,7 @@ class PlainProtocolTests(BroadcastTests):
         a = await self.node("a")
         b = await self.node("b")
         for node in (a, b):
-            for proto in (node.broker._cmd, node.broker._sub):
+            for proto in (node.broker._link._cmd, node.broker._link.subscriber):
                 self.assertIsInstance(proto, txredisapi.BaseRedisProtocol)
                 self.assertNotIsInstance(proto, _protocol._Faster)
         on_a = await self.stream(a)
@@ -1309,3 +1318,84 @@ class PlainProtocolTests(BroadcastTests):
         await until(lambda: on_b.data()[-1:] == [{"to": "you"}], "the push")
         status, body = await self.post(a, {"route": "where", "sessionId": sid})
         self.assertEqual((status, body["args"]), (200, "b"))
+
+
+class LayoutTests(SynchronousTestCase):
+    """
+    The public face is thin, and the parts of the broker import only the
+    parts below them.
+    """
+
+    #: The parts, lowest first, as the package's docstring lists them.
+    ORDER = [
+        "_protocol",
+        "_scripts",
+        "_state",
+        "_link",
+        "_nodes",
+        "_replay",
+        "_publish",
+        "_bus",
+        "_peers",
+        "_broker",
+    ]
+
+    def test_face(self) -> None:
+        """
+        C{txgraphsse.redis} exports L{RedisBroker} alone, and it is the
+        coordinator's.
+        """
+        self.assertEqual(public_redis.__all__, ["RedisBroker"])
+        self.assertIs(public_redis.RedisBroker, coordinator.RedisBroker)
+        self.assertIs(RedisBroker, coordinator.RedisBroker)
+        self.assertTrue(verifyObject(IBroker, RedisBroker(_clock())))
+
+    def test_parts_import_only_lower_parts(self) -> None:
+        """
+        Each module of the package imports (anywhere in it: inside
+        functions and under C{TYPE_CHECKING} too) only the parts listed
+        before it, and of the rest of C{txgraphsse} only its broker
+        interfaces; the package's C{__init__} imports nothing.
+        """
+        found = sorted(p.stem for p in _REDIS_PACKAGE.glob("*.py"))
+        self.assertEqual(found, sorted([*self.ORDER, "__init__"]))
+        offences = []
+        for path in sorted(_REDIS_PACKAGE.glob("*.py")):
+            part = path.stem
+            lower = self.ORDER[: self.ORDER.index(part)] if part in self.ORDER else []
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    targets = [a.name for a in node.names]
+                    bad = [t for t in targets if t.startswith("txgraphsse")]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    targets = [node.module or ""]
+                    bad = [t for t in targets if t.startswith("txgraphsse")]
+                elif isinstance(node, ast.ImportFrom) and node.level == 1:
+                    targets = [node.module] if node.module else []
+                    bad = [t for t in targets if t not in lower]
+                    if node.module is None:
+                        bad = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    bad = [] if node.level == 2 and node.module == "_broker" else ["."]
+                    bad = [f"{'.' * node.level}{node.module or ''}" for _ in bad]
+                else:
+                    continue
+                offences.extend(f"{path.name}: {target}" for target in bad)
+        self.assertEqual(offences, [])
+
+    def test_only_the_face_imports_the_parts(self) -> None:
+        """
+        Of the rest of the package, only C{txgraphsse/redis.py} imports the
+        broker's parts, and only the coordinator: nothing the parts import
+        can import them back.
+        """
+        importers = {}
+        for path in sorted(_REDIS_PACKAGE.parent.glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and "_redis" in (node.module or ""):
+                    importers[path.name] = node.module
+                elif isinstance(node, ast.Import) and any(
+                    "_redis" in a.name for a in node.names
+                ):
+                    importers[path.name] = "import"
+        self.assertEqual(importers, {"redis.py": "_redis._broker"})

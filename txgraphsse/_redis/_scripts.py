@@ -6,8 +6,8 @@ package's C{lua/} files.
 Each script is sent as it is in its file: its SHA1 is of those bytes, so
 C{EVALSHA} finds what C{SCRIPT LOAD} stored (and a file that changes is a
 new script to Redis, with a new SHA1).  What each takes and answers is
-written next to its name below; the keys are laid out in L{txgraphsse.redis}'s
-docstring.
+written next to its name below; the keys are laid out in the L{_redis}
+package's docstring.
 
 This module owns the script files and their names; it never talks to Redis
 and knows nothing of what the scripts are run for.
