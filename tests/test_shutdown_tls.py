@@ -237,14 +237,23 @@ class ShutdownScaleTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
         for call in calls:
             self.failureResultOf(cast(Deferred[Any], call), SessionClosed)
+        retries: list[int] = []
         for connection in connections:
             raw = connection.transport.value()
             self.assertTrue(raw.endswith(LAST_CHUNK))
             response = parse_response(raw)
             self.assertTrue(response.complete)
-            last = EventStreamParser().feed(response.body)[-1]
+            parser = EventStreamParser()
+            last = parser.feed(response.body)[-1]
             self.assertEqual((last.type, last.data), ("shutdown", SHUTDOWN))
             self.assertFalse(connection.transport.connected)
+            assert parser.retry is not None
+            retries.append(parser.retry)
+        # Each stream was told when to come back, spread over the window.
+        retry = endpoint.retry
+        self.assertTrue(all(retry <= r < retry + 5000 for r in retries), retries[:5])
+        self.assertGreater(len(set(retries)), 1000)
+        self.assertGreater(max(retries) - min(retries), 4000)
 
 
 # 3 and 4. TLS: HTTP/1.1 and HTTP/2 by ALPN.

@@ -18,11 +18,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 from attrs import frozen
 
 from ._broker import HistoryPolicy
+from ._encoder import encode_event
 
 if TYPE_CHECKING:
     from ._session import SSESession
 
-__all__ = ["Channel", "ChannelSpec"]
+__all__ = ["Channel", "ChannelSpec", "check_channel_name"]
+
+
+def check_channel_name(name: str) -> None:
+    """
+    @raise ValueError: C{name} cannot name a channel: empty, with a comma
+        (C{?channels=} separates names with them), or not something an
+        event name can carry.
+    """
+    if not name or "," in name:
+        raise ValueError(f"bad channel name: {name!r}")
+    encode_event("", name)
 
 
 @frozen

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_shutdown_tls -*-
 """
-How a stopping process lets its streams go: a last event to each, then the
-connection, once its bytes are written or a drain time has passed.
+How a stopping process lets its streams go: a last event to each, with a
+C{retry:} that spreads their reconnects out, then the connection, once its
+bytes are written or a drain time has passed.
 
 This module owns the order of that ending (close the stream, let the HTTP
 channel drop the connection so that TLS can send its close alert, cut what
@@ -12,12 +13,14 @@ connected or abort.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.http import HTTPChannel
+
+from ._encoder import encode_retry
 
 __all__ = ["close_for_shutdown", "drained"]
 
@@ -35,18 +38,30 @@ class _Closing(Protocol):
     def close(self, final: bytes | None = None) -> None: ...
 
 
-def close_for_shutdown(sessions: Iterable[_Closing], final: bytes) -> list[Any]:
+def close_for_shutdown(
+    sessions: Iterable[_Closing],
+    final: bytes,
+    retry: int,
+    spread: float,
+    random: Callable[[], float],
+) -> list[Any]:
     """
     Close each session after C{final}, and have its connection dropped once
     its bytes are written.
 
+    Each session is told a C{retry:} before C{final}: C{retry} milliseconds
+    and a C{random()} share of C{spread} seconds, so that the clients of a
+    stopping process reconnect spread out over that window rather than all
+    at once.
+
     @return: the transports of those connections, to wait for.
     """
+    window = int(spread * 1000)
     transports = []
     for session in sessions:
         session.close_reason = "server shutting down"
         channel = session.http_request.channel
-        session.close(final)
+        session.close(encode_retry(retry + int(random() * window)) + final)
         transport = getattr(channel, "transport", None)
         if isinstance(channel, HTTPChannel) and transport is not None:
             # loseConnection writes what is buffered, then closes.  The

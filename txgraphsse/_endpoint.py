@@ -16,6 +16,7 @@ C{SSEBackend.setup_sse}).
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -32,7 +33,7 @@ from . import _messages as messages
 from ._auth import AllowAll, IAuthorizer
 from ._broker import IBroker, IDeliverySink, StoredEvent
 from ._calls import CallTable, RemoteCallError
-from ._channel import Channel, ChannelSpec
+from ._channel import Channel, ChannelSpec, check_channel_name
 from ._cors import CORSPolicy
 from ._dispatch import dispatch_forwarded
 from ._drain import close_for_shutdown, drained
@@ -202,6 +203,7 @@ class SSEEndpoint:
         self.observers = RouteObservers(graph, self.limits, self.send)
         self.rates = CallRates(self.limits)
         self.closed = False
+        self._random = random.random
         self.counters = Counters()
         self._outbox = Outbox(clock, self.counters)
         self.default_channel = self.add_channel(ChannelSpec(DEFAULT_CHANNEL))
@@ -224,7 +226,7 @@ class SSEEndpoint:
         existing = self.channels.get(spec.name)
         if existing is not None:
             return existing
-        self.check_channel_name(spec.name)
+        check_channel_name(spec.name)
         policy = spec.history_policy(self.history)
         event = spec.event_name(default=spec.name == DEFAULT_CHANNEL)
         if event is not None:
@@ -232,16 +234,6 @@ class SSEEndpoint:
         channel = Channel(self, spec.name, event, policy)
         self.channels[spec.name] = channel
         return channel
-
-    def check_channel_name(self, name: str) -> None:
-        """
-        @raise ValueError: C{name} cannot name a channel: empty, with a
-            comma (C{?channels=} separates names with them), or not
-            something an event name can carry.
-        """
-        if not name or "," in name:
-            raise ValueError(f"bad channel name: {name!r}")
-        encode_event("", name)
 
     def _broadcast(
         self,
@@ -493,13 +485,19 @@ class SSEEndpoint:
                 self._log.failure("on_close of {path} failed", path=self.path)
         return True
 
-    def shutdown(self, final: Any = None, drain: float = 3.0) -> Deferred[None]:
+    def shutdown(
+        self, final: Any = None, drain: float = 3.0, spread: float = 5.0
+    ) -> Deferred[None]:
         """
         Close every stream after a last C{shutdown} event, for a process that
         is stopping, and drop its connection once its bytes are written.
 
         @param drain: seconds to wait for slow clients to take their last
             bytes before the connections are cut.
+        @param spread: seconds over which the clients' reconnects are spread:
+            each stream is told a C{retry:} of the endpoint's C{retry} plus a
+            random share of it, so that they do not all reconnect (to the
+            next node, say) at once.
         @return: a L{Deferred} that fires when every connection is gone or
             C{drain} has passed.
         """
@@ -508,7 +506,9 @@ class SSEEndpoint:
         )
         self.stopping = True
         self._outbox.flush()
-        transports = close_for_shutdown(list(self.sessions.values()), payload)
+        transports = close_for_shutdown(
+            list(self.sessions.values()), payload, self.retry, spread, self._random
+        )
         self.terminate()
         return drained(self.clock, transports, drain)
 

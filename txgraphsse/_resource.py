@@ -28,6 +28,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from . import _messages as messages
 from ._auth import AccessDenied, Unauthorized
+from ._channel import check_channel_name
 from ._dispatch import Answer, dispatch
 from ._endpoint import SSEEndpoint
 from ._limits import Limits, client_address, json_depth
@@ -245,7 +246,7 @@ class SSEResource(Resource):
                     403, "forbidden", f"no channel {name!r} on this endpoint"
                 )
             try:
-                endpoint.check_channel_name(name)
+                check_channel_name(name)
             except ValueError:
                 raise ProtocolError(
                     400, "bad_channel", f"{name!r} cannot be a channel's name"
