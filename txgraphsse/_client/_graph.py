@@ -42,6 +42,7 @@ from twisted.web.iweb import IAgent, IPolicyForHTTPS, IResponse
 
 from .. import _messages as messages
 from .._parser import ServerSentEvent
+from ._handlers import Handlers
 from ._http import (
     BodyReader,
     BytesProducer,
@@ -777,7 +778,9 @@ class GraphSSEClient:
         self.on_error: Callable[[Failure, Connection | None], object] | None = None
         self.on_session: Callable[[Connection], object] | None = None
         self.closed = False
-        self._handlers: dict[str, list[Handler]] = {}
+        self._handlers: Handlers[[Any, ServerSentEvent, Connection]] = Handlers(
+            self._log
+        )
         self._subs = itertools.count(1)
         self._calls = itertools.count(1)
 
@@ -848,7 +851,7 @@ class GraphSSEClient:
         every event.  C{data} is the JSON value, or the text if it is not
         JSON.
         """
-        self._handlers.setdefault(event_type, []).append(handler)
+        self._handlers.add(event_type, handler)
         for connection in self.connections:
             connection._listen(event_type)
 
@@ -856,24 +859,12 @@ class GraphSSEClient:
         """
         @return: whether C{handler} was there.
         """
-        handlers = self._handlers.get(event_type, [])
-        if handler not in handlers:
-            return False
-        handlers.remove(handler)
-        return True
+        return self._handlers.remove(event_type, handler)
 
     def _deliver(
         self, event_type: str, data: Any, event: ServerSentEvent, connection: Connection
     ) -> None:
-        for handler in list(self._handlers.get(event_type, ())):
-            try:
-                handler(data, event, connection)
-            except Exception:
-                self._log.failure(
-                    "Handler {handler} of {event} events failed",
-                    handler=handler,
-                    event=event_type,
-                )
+        self._handlers.dispatch(event_type, data, event, connection)
 
     # Connections
 

@@ -20,7 +20,7 @@ from typing import cast
 
 from hyperlink import EncodedURL
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -28,6 +28,7 @@ from twisted.web.iweb import IAgent, IPolicyForHTTPS
 
 from .._parser import ServerSentEvent
 from ._attempt import Attempt, StreamRequest
+from ._handlers import Handlers
 from ._waiters import Waiters
 from ._watchdog import Watchdog
 
@@ -172,7 +173,7 @@ class EventSource:
         self.on_open: Callable[[], object] | None = None
         self.on_error: Callable[[Failure], object] | None = None
         self.on_close: Callable[[Failure | None], object] | None = None
-        self._handlers: dict[str, list[EventHandler]] = {}
+        self._handlers: Handlers[[ServerSentEvent]] = Handlers(self._log)
         self._attempt: Attempt | None = None
         self._timer: IDelayedCall | None = None
         self._watchdog = Watchdog(self._reactor, self._idle)
@@ -193,7 +194,7 @@ class EventSource:
         Call C{handler} with every L{ServerSentEvent} named C{event_type}
         (C{"message"} for events that name none).
         """
-        self._handlers.setdefault(event_type, []).append(handler)
+        self._handlers.add(event_type, handler)
 
     def remove_handler(self, event_type: str, handler: EventHandler) -> bool:
         """
@@ -201,13 +202,7 @@ class EventSource:
 
         @return: whether it was there.
         """
-        handlers = self._handlers.get(event_type, [])
-        if handler not in handlers:
-            return False
-        handlers.remove(handler)
-        if not handlers:
-            del self._handlers[event_type]
-        return True
+        return self._handlers.remove(event_type, handler)
 
     def when_open(self) -> Deferred[None]:
         """
@@ -260,17 +255,9 @@ class EventSource:
             waits.append(own)
         if not waits:
             return succeed(None)
-        done: Deferred[None] = Deferred()
-        remaining = [len(waits)]
-
-        def one(_: object) -> None:
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                done.callback(None)
-
-        for wait in waits:
-            wait.addBoth(one)
-        return done
+        # Once every one has fired, however.
+        gone = DeferredList(waits, consumeErrors=True)
+        return gone.addCallback(lambda _: None)
 
     def _stop(self, reason: Failure | None) -> None:
         if self.ready_state is ReadyState.CLOSED:
@@ -364,20 +351,9 @@ class EventSource:
             if attempt is not self._attempt:
                 return
             self.last_event_id = event.last_event_id
-            self._dispatch(event)
+            self._handlers.dispatch(event.type, event)
         if attempt is self._attempt and parser.last_event_id != committed:
             self.last_event_id = parser.last_event_id
-
-    def _dispatch(self, event: ServerSentEvent) -> None:
-        for handler in list(self._handlers.get(event.type, ())):
-            try:
-                handler(event)
-            except Exception:
-                self._log.failure(
-                    "Handler {handler} of {event} events failed",
-                    handler=handler,
-                    event=event.type,
-                )
 
     def _ended(self, attempt: Attempt, reason: Failure) -> None:
         if attempt is not self._attempt:
