@@ -26,8 +26,10 @@ graphscript) server.
 
 from __future__ import annotations
 
-from ._client._graph import Connection, GraphSSEClient, Handler, UnknownRoute
+from ._client._connection import Connection
+from ._client._graph import GraphSSEClient, Handler
 from ._client._http import RemoteError, ResponseTooLarge
+from ._client._routes import UnknownRoute
 from ._client._source import (
     ClientClosed,
     EventHandler,

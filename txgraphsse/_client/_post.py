@@ -1,0 +1,117 @@
+# -*- test-case-name: tests.test_client -*-
+"""
+One C{POST} of a connection on the wire: a JSON body out with the
+session's header, the answer's JSON (or the server's refusal) back, and the
+C{args} an answer carries.
+
+This module owns the shape of that exchange.  When to post, which session
+to quote and which calls are in flight are the connection's; it never
+touches a stream, a route or a session, and knows nothing of the server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Protocol, cast
+
+from treq.client import HTTPClient
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
+
+from .. import _messages as messages
+from ._http import BodyReader, BytesProducer, RemoteError, remote_error
+
+__all__ = ["args_of", "post_json"]
+
+
+class _Poster(Protocol):
+    """
+    What a C{POST} needs of the client that makes it (the
+    L{GraphSSEClient}): read when it is used, so that a change shows at
+    once.
+    """
+
+    @property
+    def max_answer(self) -> int:
+        """
+        The most bytes of an answer to read.
+        """
+
+    @property
+    def _http(self) -> HTTPClient:
+        """
+        The treq client the C{POST}s go through.
+        """
+
+    @property
+    def _reactor(self) -> IReactorTime:
+        """
+        The reactor they run on.
+        """
+
+
+def args_of(answer: Any) -> Any:
+    """
+    The C{args} of a JSON answer, or L{None} if it has none.
+    """
+    return answer.get("args") if isinstance(answer, dict) else None
+
+
+def post_json(
+    client: _Poster,
+    url: str,
+    headers: Mapping[str, str],
+    body: Any,
+    session_id: str,
+) -> Deferred[Any]:
+    """
+    C{POST} C{body} as JSON to C{url} with C{headers} and the
+    C{X-GraphSSE-Session} header of C{session_id}.
+
+    @return: a L{Deferred} firing with the answer's JSON value (L{None} for
+        an empty answer); failing with L{RemoteError} for a refusal or an
+        answer that is not JSON, or at once for a body that is not JSON.
+    """
+    try:
+        payload = messages.dumps(body).encode("utf-8")
+    except (TypeError, ValueError):
+        return fail()
+    sent = Headers()
+    for name, value in headers.items():
+        sent.addRawHeader(name, value)
+    sent.setRawHeaders(b"content-type", [b"application/json"])
+    sent.setRawHeaders(b"accept", [b"application/json"])
+    sent.setRawHeaders(b"x-graphsse-session", [session_id.encode("utf-8")])
+    requested = cast(
+        "Deferred[IResponse]",
+        client._http.request(
+            "POST",
+            url,
+            data=BytesProducer(payload),
+            headers=sent,
+            allow_redirects=False,
+            unbuffered=True,
+            reactor=cast(Any, client._reactor),
+        ),
+    )
+    return requested.addCallback(_read_answer, client)
+
+
+def _read_answer(response: IResponse, client: _Poster) -> Deferred[Any]:
+    reader = BodyReader.read(response, client.max_answer)
+
+    def parse(body: bytes) -> Any:
+        code = response.code
+        if not 200 <= code < 300:
+            raise remote_error(code, body)
+        if not body.strip():
+            return None
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise RemoteError(code, "bad_json", "the answer is not JSON") from None
+
+    return reader.done.addCallback(parse)
