@@ -12,8 +12,12 @@ connection gone before a test returns.
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 from treq.client import HTTPClient
@@ -37,6 +41,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
+import txgraphsse
 from txgraphsse import (
     AccessDenied,
     Limits,
@@ -45,6 +50,7 @@ from txgraphsse import (
     SSEClient,
     SSEEndpoint,
 )
+from txgraphsse import client as client_module
 from txgraphsse._client._waiters import Waiters
 from txgraphsse.client import (
     ClientClosed,
@@ -876,6 +882,161 @@ class WaitersTests(SynchronousTestCase):
         # Cancelling a waiter already settled changes nothing.
         kept.cancel()
         self.assertEqual(len(waiters), 0)
+
+
+# The client's layout
+
+_PACKAGE = Path(txgraphsse.__file__).resolve().parent
+
+#: The client's private modules, from the bottom up: each may import only
+#: those before it (and what it needs of a later one, it names in a
+#: Protocol).
+CLIENT_LAYERS = (
+    "txgraphsse._client._waiters",
+    "txgraphsse._client._handlers",
+    "txgraphsse._client._watchdog",
+    "txgraphsse._client._http",
+    "txgraphsse._client._attempt",
+    "txgraphsse._client._source",
+    "txgraphsse._client._routes",
+    "txgraphsse._client._post",
+    "txgraphsse._client._subscriptions",
+    "txgraphsse._client._serving",
+    "txgraphsse._client._connection",
+    "txgraphsse._client._graph",
+)
+
+#: The modules of the package the client shares with the server: the wire,
+#: and the rule of which verb a message runs.  No other module of the
+#: package (none of the server's) may be imported by the client.
+SHARED_WIRE = {
+    "txgraphsse._parser",
+    "txgraphsse._messages",
+    "txgraphsse._encoder",
+    "txgraphsse._verbs",
+}
+
+#: Each public name of txgraphsse.client, and where it is defined.
+CLIENT_ORIGINS = {
+    "ClientClosed": "txgraphsse._client._source",
+    "Connection": "txgraphsse._client._connection",
+    "EventHandler": "txgraphsse._client._source",
+    "EventSource": "txgraphsse._client._source",
+    "GraphSSEClient": "txgraphsse._client._graph",
+    "Handler": "txgraphsse._client._graph",
+    "IdleTimeout": "txgraphsse._client._source",
+    "ReadyState": "txgraphsse._client._source",
+    "RemoteError": "txgraphsse._client._http",
+    "ResponseTooLarge": "txgraphsse._client._http",
+    "ServerSentEvent": "txgraphsse._parser",
+    "UnknownRoute": "txgraphsse._client._routes",
+}
+
+
+def _module_of(path: Path) -> str:
+    parts = list(path.relative_to(_PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_module(name: str) -> bool:
+    path = _PACKAGE.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def package_imports(path: Path) -> set[str]:
+    """
+    Every module of txgraphsse that C{path} imports, anywhere in it: at the
+    top, inside functions and under C{TYPE_CHECKING} alike.
+    """
+    name = _module_of(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("txgraphsse"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            if target != "txgraphsse" and not target.startswith("txgraphsse."):
+                continue
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                found.add(sub if _is_module(sub) else target)
+    found.discard(name)
+    return found
+
+
+class ClientLayoutTests(SynchronousTestCase):
+    """
+    The client's modules: what they may import, in what order, and where
+    each public name lives.
+    """
+
+    def test_layers_are_the_package(self) -> None:
+        """
+        L{CLIENT_LAYERS} names every module of C{txgraphsse._client}, so
+        that the tests below see them all.
+        """
+        found = {
+            _module_of(path)
+            for path in (_PACKAGE / "_client").glob("*.py")
+            if path.name != "__init__.py"
+        }
+        self.assertEqual(found, set(CLIENT_LAYERS))
+
+    def test_no_server_modules(self) -> None:
+        """
+        The client (its face and its private package) imports of txgraphsse
+        only its own modules and the shared wire, never a server module;
+        and the check sees the wire imports it does make.
+        """
+        paths = [_PACKAGE / "client.py", *sorted((_PACKAGE / "_client").glob("*.py"))]
+        seen: set[str] = set()
+        offences = []
+        for path in paths:
+            for target in package_imports(path):
+                seen.add(target)
+                own = target.startswith("txgraphsse._client.")
+                if not own and target not in SHARED_WIRE:
+                    offences.append(f"{_module_of(path)} imports {target}")
+        self.assertEqual(offences, [])
+        self.assertIn("txgraphsse._verbs", seen)
+        self.assertIn("txgraphsse._messages", seen)
+        self.assertIn("txgraphsse._parser", seen)
+
+    def test_layers_import_downwards(self) -> None:
+        """
+        Each client module imports only the client modules below it, so
+        there is no circle among them, even through an import inside a
+        function or under C{TYPE_CHECKING}.
+        """
+        offences = []
+        for index, name in enumerate(CLIENT_LAYERS):
+            path = _PACKAGE.parent.joinpath(*name.split(".")).with_suffix(".py")
+            below = set(CLIENT_LAYERS[:index])
+            for target in package_imports(path):
+                if target.startswith("txgraphsse._client") and target not in below:
+                    offences.append(f"{name} imports {target}")
+        self.assertEqual(offences, [])
+        self.assertEqual(package_imports(_PACKAGE / "_client" / "__init__.py"), set())
+
+    def test_public_names_are_their_origins(self) -> None:
+        """
+        C{txgraphsse.client} exports exactly the names pinned here, each the
+        very object its origin module defines, so the modules behind it can
+        move without its users noticing.
+        """
+        self.assertEqual(set(client_module.__all__), set(CLIENT_ORIGINS))
+        for name, origin in CLIENT_ORIGINS.items():
+            value = getattr(client_module, name)
+            self.assertIs(value, getattr(importlib.import_module(origin), name), name)
+            if inspect.isclass(value):
+                self.assertEqual(value.__module__, origin, name)
 
 
 # Over real sockets

@@ -5,9 +5,9 @@ C{text/event-stream} reader, and L{GraphSSEClient}, the graphscript client
 side (its C{EventSourceInfo}) with calls both ways.
 
 This module is the client's public face; the work is done in the private
-package C{txgraphsse._client}: C{_source} (the stream), C{_graph} (the
-envelopes and calls) and C{_http} (connections and bodies).  The client
-shares only the parser and the envelopes with the server and never imports
+package C{txgraphsse._client} (its C{__init__} says which module owns
+what).  The client shares only the wire modules with the server (the
+parser, the envelopes, the encoder and the route rule) and never imports
 the server's modules, so it can be used against any txgraphsse (or
 graphscript) server.
 
