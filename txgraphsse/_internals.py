@@ -45,6 +45,7 @@ __all__ = [
     "direct_transport",
     "negotiating_channel",
     "probe",
+    "probed",
     "rebuild_tls_context",
     "write_direct",
 ]
@@ -104,20 +105,31 @@ def probe(descriptor_type: type[tcp.Connection] = tcp.Connection) -> str:
         theirs.close()
 
 
-def _fast_path_holds() -> bool:
+def probed(
+    probe: Callable[[], str], log: Logger, message: str, **fields: object
+) -> bool:
     """
-    Run L{probe}; log (once: this runs at import) why the fast path is off
-    if it fails.
+    Run C{probe} (once, at import: an empty answer means the internals are
+    as expected); if it reports a difference, log C{message} (a
+    C{twisted.logger} format, with C{fields}) with the difference as
+    C{{why}}, once.
+
+    @return: whether the fast path that relies on the internals may be used.
     """
     differs = probe()
     if differs:
-        _log.warn(
-            "Twisted {version} differs from what the direct write path expects"
-            " ({why}): streams write through transport.write instead",
-            version=twisted.__version__,
-            why=differs,
-        )
+        log.warn(message, why=differs, **fields)
     return not differs
+
+
+def _fast_path_holds() -> bool:
+    return probed(
+        probe,
+        _log,
+        "Twisted {version} differs from what the direct write path expects"
+        " ({why}): streams write through transport.write instead",
+        version=twisted.__version__,
+    )
 
 
 #: Whether streams may write straight to plain TCP sockets.
