@@ -239,6 +239,38 @@ class CallsTests(BrowserTestCase):
         self.assertEqual(outputs, [2, 3, 4, 5])
         self.assertEqual(self._updates(server, sid, 4), [2, 3, 4, 5])
 
+    def test_calls_of_one_turn_share_a_post(self) -> None:
+        """
+        Ten calls the page makes in one turn go to the server in one
+        batched C{POST}, each resolving with its own answer; the page's
+        replies to ten calls the server makes at once go in far fewer
+        C{POST}s than ten; a refusal inside a batch rejects only its call,
+        with its code and status.
+        """
+        server = self.start()
+        page = self.open_page(server)
+        sid = self.session_of(page)
+        before = self.call(server, "test_posts")
+        sums = await_js(
+            page,
+            "Promise.all([1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map("
+            "(n) => sse.run('add', [n, n])))",
+        )
+        self.assertEqual(sums, [2 * n for n in range(1, 11)])
+        # The test_posts call itself is one POST more.
+        self.assertEqual(self.call(server, "test_posts") - before, 2)
+        before = self.call(server, "test_posts")
+        doubled = self.call(server, "test_run_many", sid, "double", 10)
+        self.assertEqual(doubled, [2 * n for n in range(10)])
+        replies = self.call(server, "test_posts") - before - 2
+        self.assertLessEqual(replies, 3)
+        mixed = await_js(
+            page,
+            "Promise.all([sse.run('add', [1, 1]),"
+            " sse.run('nope').catch((e) => [e.status, e.code])])",
+        )
+        self.assertEqual(mixed, [2, [404, "no_route"]])
+
     def _updates(self, server: ServerProcess, sid: str, count: int) -> list[Any]:
         for _ in range(100):
             updates = self.call(server, "test_updates", sid)

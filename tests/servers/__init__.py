@@ -33,6 +33,7 @@ class HoldNext(Resource):
     overtake.
 
     @ivar held: how many requests it has held.
+    @ivar posts: how many C{POST}s it has had.
     """
 
     isLeaf = True
@@ -44,6 +45,7 @@ class HoldNext(Resource):
         self.marker: bytes | None = None
         self.seconds = 0.0
         self.held = 0
+        self.posts = 0
 
     def hold(self, marker: bytes, seconds: float) -> None:
         """
@@ -56,6 +58,8 @@ class HoldNext(Resource):
         assert request.content is not None
         body = request.content.read()
         request.content.seek(0)
+        if request.method == b"POST":
+            self.posts += 1
         if request.method == b"POST" and self.marker and self.marker in body:
             self.marker = None
             self.held += 1

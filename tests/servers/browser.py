@@ -32,7 +32,7 @@ import argparse
 import sys
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import Data
@@ -288,6 +288,23 @@ def make_site(publish: list[str]) -> Site:
         """
         hold.hold(marker.encode("utf-8"), seconds)
         return True
+
+    @backend.route("test_posts")
+    def posts() -> int:
+        """
+        How many C{POST}s the endpoint has had.
+        """
+        return hold.posts
+
+    @backend.route("test_run_many")
+    def run_many(session_id: str, route: str, count: int) -> Deferred[list[Any]]:
+        """
+        Run the page's C{route} C{count} times at once, with 0, 1, ...
+        """
+        calls = [
+            _one(endpoint.run(route, [n], session_id=session_id)) for n in range(count)
+        ]
+        return gatherResults(calls)
 
     root.putChild(b"sse", hold)
     return Site(root)

@@ -82,6 +82,28 @@ function failure(message, status, code, cause) {
 }
 
 /**
+ * The HTTP status of each error code of PROTOCOL.md's table: a batch's
+ * answers carry the code alone.
+ * @type {Record<string, number>}
+ */
+const STATUS_OF = {
+  bad_json: 400,
+  bad_message: 400,
+  bad_channel: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  no_route: 404,
+  no_session: 404,
+  method_not_allowed: 405,
+  not_pending: 409,
+  too_large: 413,
+  bad_content_type: 415,
+  rate_limited: 429,
+  route_failed: 500,
+  unavailable: 503,
+};
+
+/**
  * A promise with its settling functions; its rejection alone is no error.
  * @template T
  * @returns {{promise: Promise<T>, resolve: (value: T) => void, reject: (reason: unknown) => void}}
@@ -229,6 +251,8 @@ class GraphSSE {
   /** @type {Map<string, Promise<void>>} the last update of each route on its way */
   #updating = new Map();
   #lastSub = 0;
+  /** @type {Map<string, {body: any, done: {promise: Promise<any>, resolve: (value: any) => void, reject: (reason: unknown) => void}}[]>} messages for this turn's POST, by session */
+  #batches = new Map();
   #attempts = 0;
   /** @type {ReturnType<typeof setTimeout> | null} */
   #timer = null;
@@ -688,6 +712,9 @@ class GraphSSE {
 
   /**
    * POST one JSON message; resolve with the parsed answer (undefined if none).
+   * What is posted in one turn of the event loop goes in one POST: a batch
+   * (an array, answered by an array in the same order) when there are
+   * several, the message alone when there is one.
    * @param {any} body
    * @returns {Promise<any>}
    */
@@ -698,6 +725,60 @@ class GraphSSE {
       sessionId = await this.#session();
       if (named) body = { ...body, sessionId };
     }
+    let batch = this.#batches.get(sessionId);
+    if (!batch) {
+      const queued = (batch = []);
+      this.#batches.set(sessionId, queued);
+      setTimeout(() => {
+        this.#batches.delete(/** @type {string} */ (sessionId));
+        this.#flush(/** @type {string} */ (sessionId), queued);
+      }, 0);
+    }
+    const done = deferred();
+    batch.push({ body, done });
+    return done.promise;
+  }
+
+  /**
+   * Send what this turn posted for `sessionId`.
+   * @param {string} sessionId
+   * @param {{body: any, done: {resolve: (value: any) => void, reject: (reason: unknown) => void}}[]} queued
+   */
+  async #flush(sessionId, queued) {
+    if (queued.length === 1) {
+      const [{ body, done }] = queued;
+      this.#postNow(sessionId, body).then(done.resolve, done.reject);
+      return;
+    }
+    let answers;
+    try {
+      answers = await this.#postNow(sessionId, queued.map((entry) => entry.body));
+      if (!Array.isArray(answers) || answers.length !== queued.length) {
+        throw failure("the answer to a batch is not an array of its size", 200, "bad_json");
+      }
+    } catch (error) {
+      for (const { done } of queued) done.reject(error);
+      return;
+    }
+    queued.forEach(({ done }, index) => {
+      const answer = answers[index];
+      const error = answer && typeof answer === "object" ? answer.error : null;
+      if (error && typeof error === "object") {
+        const code = typeof error.code === "string" ? error.code : "http_error";
+        done.reject(failure(String(error.message ?? code), STATUS_OF[code] ?? 500, code));
+      } else {
+        done.resolve(answer ?? undefined);
+      }
+    });
+  }
+
+  /**
+   * POST `body` (a message or a batch) at once.
+   * @param {string} sessionId
+   * @param {any} body
+   * @returns {Promise<any>}
+   */
+  async #postNow(sessionId, body) {
     let response;
     try {
       response = await this.#fetch(this.url, {
