@@ -11,7 +11,8 @@ From the bottom up:
   - C{_attempt}: one C{GET} of a stream and what its answer turns out to be.
   - C{_source}: L{EventSource}, one stream's life and its reconnection.
   - C{_routes}: the client's own routes, picked by C{_verbs}' rule and run.
-  - C{_post}: one JSON C{POST} of a connection on the wire.
+  - C{_post}: one JSON C{POST} of a connection on the wire, and what the
+    modules above it post through.
   - C{_subscriptions}: a connection's subscriptions to the server's routes.
   - C{_serving}: answering the server's calls on a connection.
   - C{_connection}: L{Connection}, one connection's session and calls.

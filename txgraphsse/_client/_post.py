@@ -4,7 +4,8 @@ One C{POST} of a connection on the wire: a JSON body out with the
 session's header, the answer's JSON (or the server's refusal) back, and the
 C{args} an answer carries.
 
-This module owns the shape of that exchange.  When to post, which session
+This module owns the shape of that exchange, and names (L{Link}) what the
+modules above it post through: the connection.  When to post, which session
 to quote and which calls are in flight are the connection's; it never
 touches a stream, a route or a session, and knows nothing of the server.
 """
@@ -12,7 +13,7 @@ touches a stream, a route or a session, and knows nothing of the server.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, cast
 
 from treq.client import HTTPClient
@@ -24,7 +25,32 @@ from twisted.web.iweb import IResponse
 from .. import _messages as messages
 from ._http import BodyReader, BytesProducer, RemoteError, remote_error
 
-__all__ = ["args_of", "post_json"]
+__all__ = ["Link", "args_of", "post_json"]
+
+
+class Link(Protocol):
+    """
+    What the subscriptions and the serving need of the connection they post
+    through (the L{Connection}); each adds what else it needs.
+    """
+
+    @property
+    def closed(self) -> bool:
+        """
+        Whether the connection stopped for good.
+        """
+
+    def _post_with(
+        self, build: Callable[[str], Any], session_id: str | None = None
+    ) -> Deferred[Any]:
+        """
+        C{POST} C{build(session_id)} once there is a session.
+        """
+
+    def _background(self, work: Deferred[Any]) -> None:
+        """
+        Report C{work}'s failure, as nobody waits for it.
+        """
 
 
 class _Poster(Protocol):

@@ -14,7 +14,7 @@ nothing of the server's modules.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from twisted.internet.defer import (
@@ -29,14 +29,16 @@ from twisted.python.failure import Failure
 
 from .. import _messages as messages
 from ._http import RemoteError
+from ._post import Link
 from ._routes import UnknownRoute, error_of
 
 __all__ = ["Serving"]
 
 
-class _Link(Protocol):
+class _Link(Link, Protocol):
     """
-    What serving needs of its connection (the L{Connection}).
+    What serving needs of its connection (the L{Connection}) besides
+    posting through it.
     """
 
     @property
@@ -46,27 +48,9 @@ class _Link(Protocol):
         """
 
     @property
-    def closed(self) -> bool:
-        """
-        Whether the connection stopped for good.
-        """
-
-    @property
     def session_id(self) -> str | None:
         """
         The current session id, if there is one.
-        """
-
-    def _post_with(
-        self, build: Callable[[str], Any], session_id: str | None = None
-    ) -> Deferred[Any]:
-        """
-        C{POST} C{build(session_id)} once there is a session.
-        """
-
-    def _background(self, work: Deferred[Any]) -> None:
-        """
-        Report C{work}'s failure, as nobody waits for it.
         """
 
 

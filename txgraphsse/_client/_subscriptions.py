@@ -21,40 +21,23 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._http import RemoteError
-from ._post import args_of
+from ._post import Link, args_of
 from ._source import ClientClosed
 from ._waiters import Waiters
 
 __all__ = ["Subscriptions"]
 
 
-class _Link(Protocol):
+class _Link(Link, Protocol):
     """
-    What the subscriptions need of their connection (the L{Connection}).
+    What the subscriptions need of their connection (the L{Connection})
+    besides posting through it.
     """
 
     @property
     def path(self) -> str:
         """
         The endpoint's path, as quoted in requests.
-        """
-
-    @property
-    def closed(self) -> bool:
-        """
-        Whether the connection stopped for good.
-        """
-
-    def _post_with(
-        self, build: Callable[[str], Any], session_id: str | None = None
-    ) -> Deferred[Any]:
-        """
-        C{POST} C{build(session_id)} once there is a session.
-        """
-
-    def _background(self, work: Deferred[Any]) -> None:
-        """
-        Report C{work}'s failure, as nobody waits for it.
         """
 
     def _report(self, failure: Failure) -> None:
