@@ -56,6 +56,7 @@ from txgraphsse._redis import _broker as coordinator
 from txgraphsse._redis import _protocol, _scripts
 from txgraphsse.redis import RedisBroker
 
+from ._layout import module_name, package_imports, package_modules
 from ._redis import RedisServer, free_port
 
 #: Seconds any single wait may take before the test fails (generous: a
@@ -999,7 +1000,22 @@ SCRIPT_SHAS = {
     "replay": "96815c5516f613a60a809be40dcfae8320c5abe6",
 }
 
-_REDIS_PACKAGE = Path(_scripts.__file__).parent
+#: The broker's package.
+_REDIS = "txgraphsse._redis"
+
+
+def _in_redis(module: str) -> bool:
+    """
+    Whether C{module} is the broker's package or one of its modules.
+    """
+    return module == _REDIS or module.startswith(f"{_REDIS}.")
+
+
+def _redis_modules() -> list[Path]:
+    """
+    The modules of the broker's package, in order.
+    """
+    return [path for path in package_modules() if _in_redis(module_name(path))]
 
 
 def _script_names_used(path: Path) -> set[str]:
@@ -1048,7 +1064,7 @@ class ScriptTests(SynchronousTestCase):
         Each script is run by some part of the broker.
         """
         used: set[str] = set()
-        for path in _REDIS_PACKAGE.glob("*.py"):
+        for path in _redis_modules():
             if path.name != "_scripts.py":
                 used |= _script_names_used(path)
         wanted = {s.name.upper() for s in _scripts.SCRIPTS}
@@ -1255,7 +1271,7 @@ class ProtocolSeamTests(SynchronousTestCase):
         """
         names = {*RELIED_UPON, *ADDED}
         offences = []
-        for path in sorted(_REDIS_PACKAGE.glob("*.py")):
+        for path in _redis_modules():
             if path.name == "_protocol.py":
                 continue
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -1357,30 +1373,19 @@ class LayoutTests(SynchronousTestCase):
         before it, and of the rest of C{txgraphsse} only its broker
         interfaces; the package's C{__init__} imports nothing.
         """
-        found = sorted(p.stem for p in _REDIS_PACKAGE.glob("*.py"))
+        found = sorted(path.stem for path in _redis_modules())
         self.assertEqual(found, sorted([*self.ORDER, "__init__"]))
+        outside = {"txgraphsse._broker"}
         offences = []
-        for path in sorted(_REDIS_PACKAGE.glob("*.py")):
+        for path in _redis_modules():
             part = path.stem
-            lower = self.ORDER[: self.ORDER.index(part)] if part in self.ORDER else []
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.Import):
-                    targets = [a.name for a in node.names]
-                    bad = [t for t in targets if t.startswith("txgraphsse")]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                    targets = [node.module or ""]
-                    bad = [t for t in targets if t.startswith("txgraphsse")]
-                elif isinstance(node, ast.ImportFrom) and node.level == 1:
-                    targets = [node.module] if node.module else []
-                    bad = [t for t in targets if t not in lower]
-                    if node.module is None:
-                        bad = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom):
-                    bad = [] if node.level == 2 and node.module == "_broker" else ["."]
-                    bad = [f"{'.' * node.level}{node.module or ''}" for _ in bad]
-                else:
-                    continue
-                offences.extend(f"{path.name}: {target}" for target in bad)
+            if part in self.ORDER:
+                lower = self.ORDER[: self.ORDER.index(part)]
+                allowed = {f"{_REDIS}.{name}" for name in lower} | outside
+            else:
+                allowed = set()
+            bad = package_imports(path) - allowed
+            offences.extend(f"{path.name}: {target}" for target in sorted(bad))
         self.assertEqual(offences, [])
 
     def test_only_the_face_imports_the_parts(self) -> None:
@@ -1390,12 +1395,10 @@ class LayoutTests(SynchronousTestCase):
         can import them back.
         """
         importers = {}
-        for path in sorted(_REDIS_PACKAGE.parent.glob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.ImportFrom) and "_redis" in (node.module or ""):
-                    importers[path.name] = node.module
-                elif isinstance(node, ast.Import) and any(
-                    "_redis" in a.name for a in node.names
-                ):
-                    importers[path.name] = "import"
-        self.assertEqual(importers, {"redis.py": "_redis._broker"})
+        for path in package_modules():
+            if _in_redis(module_name(path)):
+                continue
+            parts = {target for target in package_imports(path) if _in_redis(target)}
+            if parts:
+                importers[module_name(path)] = parts
+        self.assertEqual(importers, {"txgraphsse.redis": {f"{_REDIS}._broker"}})
