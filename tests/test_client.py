@@ -12,12 +12,8 @@ connection gone before a test returns.
 
 from __future__ import annotations
 
-import ast
-import importlib
-import inspect
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, cast
 
 from treq.client import HTTPClient
@@ -41,7 +37,6 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
-import txgraphsse
 from txgraphsse import (
     AccessDenied,
     Limits,
@@ -50,7 +45,6 @@ from txgraphsse import (
     SSEClient,
     SSEEndpoint,
 )
-from txgraphsse import client as client_module
 from txgraphsse._client._waiters import Waiters
 from txgraphsse.client import (
     ClientClosed,
@@ -64,6 +58,7 @@ from txgraphsse.client import (
     UnknownRoute,
 )
 
+from ._layout import PACKAGE, ROOT, module_name, package_imports
 from .servers import HoldNext
 
 #: Seconds any single wait over real sockets may take before the test fails.
@@ -886,8 +881,6 @@ class WaitersTests(SynchronousTestCase):
 
 # The client's layout
 
-_PACKAGE = Path(txgraphsse.__file__).resolve().parent
-
 #: The client's private modules, from the bottom up: each may import only
 #: those before it (and what it needs of a later one, it names in a
 #: Protocol).
@@ -916,65 +909,10 @@ SHARED_WIRE = {
     "txgraphsse._verbs",
 }
 
-#: Each public name of txgraphsse.client, and where it is defined.
-CLIENT_ORIGINS = {
-    "ClientClosed": "txgraphsse._client._source",
-    "Connection": "txgraphsse._client._connection",
-    "EventHandler": "txgraphsse._client._source",
-    "EventSource": "txgraphsse._client._source",
-    "GraphSSEClient": "txgraphsse._client._graph",
-    "Handler": "txgraphsse._client._graph",
-    "IdleTimeout": "txgraphsse._client._source",
-    "ReadyState": "txgraphsse._client._source",
-    "RemoteError": "txgraphsse._client._http",
-    "ResponseTooLarge": "txgraphsse._client._http",
-    "ServerSentEvent": "txgraphsse._parser",
-    "UnknownRoute": "txgraphsse._client._routes",
-}
-
-
-def _module_of(path: Path) -> str:
-    parts = list(path.relative_to(_PACKAGE.parent).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def _is_module(name: str) -> bool:
-    path = _PACKAGE.parent.joinpath(*name.split("."))
-    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
-
-
-def package_imports(path: Path) -> set[str]:
-    """
-    Every module of txgraphsse that C{path} imports, anywhere in it: at the
-    top, inside functions and under C{TYPE_CHECKING} alike.
-    """
-    name = _module_of(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.startswith("txgraphsse"))
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                target = ".".join([*base, node.module] if node.module else base)
-            else:
-                target = node.module or ""
-            if target != "txgraphsse" and not target.startswith("txgraphsse."):
-                continue
-            for alias in node.names:
-                sub = f"{target}.{alias.name}"
-                found.add(sub if _is_module(sub) else target)
-    found.discard(name)
-    return found
-
 
 class ClientLayoutTests(SynchronousTestCase):
     """
-    The client's modules: what they may import, in what order, and where
-    each public name lives.
+    The client's modules: what they may import, and in what order.
     """
 
     def test_layers_are_the_package(self) -> None:
@@ -983,8 +921,8 @@ class ClientLayoutTests(SynchronousTestCase):
         that the tests below see them all.
         """
         found = {
-            _module_of(path)
-            for path in (_PACKAGE / "_client").glob("*.py")
+            module_name(path)
+            for path in (PACKAGE / "_client").glob("*.py")
             if path.name != "__init__.py"
         }
         self.assertEqual(found, set(CLIENT_LAYERS))
@@ -995,7 +933,7 @@ class ClientLayoutTests(SynchronousTestCase):
         only its own modules and the shared wire, never a server module;
         and the check sees the wire imports it does make.
         """
-        paths = [_PACKAGE / "client.py", *sorted((_PACKAGE / "_client").glob("*.py"))]
+        paths = [PACKAGE / "client.py", *sorted((PACKAGE / "_client").glob("*.py"))]
         seen: set[str] = set()
         offences = []
         for path in paths:
@@ -1003,7 +941,7 @@ class ClientLayoutTests(SynchronousTestCase):
                 seen.add(target)
                 own = target.startswith("txgraphsse._client.")
                 if not own and target not in SHARED_WIRE:
-                    offences.append(f"{_module_of(path)} imports {target}")
+                    offences.append(f"{module_name(path)} imports {target}")
         self.assertEqual(offences, [])
         self.assertIn("txgraphsse._verbs", seen)
         self.assertIn("txgraphsse._messages", seen)
@@ -1017,26 +955,13 @@ class ClientLayoutTests(SynchronousTestCase):
         """
         offences = []
         for index, name in enumerate(CLIENT_LAYERS):
-            path = _PACKAGE.parent.joinpath(*name.split(".")).with_suffix(".py")
+            path = ROOT.joinpath(*name.split(".")).with_suffix(".py")
             below = set(CLIENT_LAYERS[:index])
             for target in package_imports(path):
                 if target.startswith("txgraphsse._client") and target not in below:
                     offences.append(f"{name} imports {target}")
         self.assertEqual(offences, [])
-        self.assertEqual(package_imports(_PACKAGE / "_client" / "__init__.py"), set())
-
-    def test_public_names_are_their_origins(self) -> None:
-        """
-        C{txgraphsse.client} exports exactly the names pinned here, each the
-        very object its origin module defines, so the modules behind it can
-        move without its users noticing.
-        """
-        self.assertEqual(set(client_module.__all__), set(CLIENT_ORIGINS))
-        for name, origin in CLIENT_ORIGINS.items():
-            value = getattr(client_module, name)
-            self.assertIs(value, getattr(importlib.import_module(origin), name), name)
-            if inspect.isclass(value):
-                self.assertEqual(value.__module__, origin, name)
+        self.assertEqual(package_imports(PACKAGE / "_client" / "__init__.py"), set())
 
 
 # Over real sockets
