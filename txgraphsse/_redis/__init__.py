@@ -65,7 +65,9 @@ Redis 6.2 or later (exclusive C{XRANGE}), and one Redis, not Redis Cluster
 
 The parts, each one reason to change, lowest first (a module imports only
 the ones listed before it; where a part needs something of a higher one,
-it declares a C{typing.Protocol} that the higher one satisfies)::
+it declares a C{typing.Protocol} that the higher one satisfies; of the
+rest of txgraphsse they import only the broker interfaces and
+L{txgraphsse._internals.probed})::
 
     _protocol   the two connections; the one seam with txredisapi's
                 private hooks, probed at import, with a plain fallback

@@ -25,6 +25,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txredisapi import RedisProtocol, SubscriberProtocol
 
+from .._internals import probed
+
 __all__ = [
     "FASTER_OWN_ATTRIBUTES",
     "FAST_PATH",
@@ -120,20 +122,20 @@ def probe(*protocols: type) -> str:
     return ""
 
 
+#: What is logged, once, when L{probe} finds txredisapi changed.
+_FAST_PATH_OFF = (
+    "txredisapi differs from what the faster Redis protocol expects"
+    " ({why}): the fast path is off, and Redis is spoken through"
+    " txredisapi's plain protocols"
+)
+
+
 def _fast_path_holds() -> bool:
     """
-    Run L{probe}; log (once: this runs at import) why the fast path is off
-    if it fails.
+    Run L{probe} (once: this runs at import), and log why the fast path is
+    off if it fails (see L{probed}).
     """
-    differs = probe()
-    if differs:
-        _log.warn(
-            "txredisapi differs from what the faster Redis protocol expects"
-            " ({why}): the fast path is off, and Redis is spoken through"
-            " txredisapi's plain protocols",
-            why=differs,
-        )
-    return not differs
+    return probed(probe, _log, _FAST_PATH_OFF)
 
 
 #: Whether the connections use L{_Faster}.  Read each time a connection is
