@@ -191,13 +191,7 @@ class Bus:
         names = self._names
         synced = self._link.script(
             SYNC,
-            [
-                names.key(key, "epoch"),
-                names.key(key, "seq"),
-                names.key(key, "channels"),
-                names.key(key, "bus"),
-                names.key(key, "evicted"),
-            ],
+            names.keys(key, "epoch", "seq", "channels", "bus", "evicted"),
             [
                 secrets.token_hex(4),
                 state.epoch or "",

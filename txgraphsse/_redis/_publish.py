@@ -216,17 +216,12 @@ class Publisher:
         }
         if out.buffered:
             message["b"] = 1
-        k, names = out.key, self._names
+        key = out.key
         sent = self._link.script(
             PUBLISH,
-            [
-                names.key(k, "seq"),
-                names.key(k, "epoch"),
-                names.key(k, f"h:{out.channel}"),
-                names.key(k, "bus"),
-                names.key(k, "evicted"),
-                names.key(k, "channels"),
-            ],
+            self._names.keys(
+                key, "seq", "epoch", f"h:{out.channel}", "bus", "evicted", "channels"
+            ),
             [
                 secrets.token_hex(4),
                 out.size,

@@ -96,15 +96,11 @@ class Replays:
         epoch = (last_event_id or "").rpartition(".")[0]
         after = parse_event_id(last_event_id, epoch)
         upto = state.delivered
-        names = self._names
         asked = self._link.script(
             REPLAY,
-            [
-                names.key(key, "epoch"),
-                names.key(key, "seq"),
-                names.key(key, "evicted"),
-                *(names.key(key, f"h:{name}") for name, _ in channels),
-            ],
+            self._names.keys(
+                key, "epoch", "seq", "evicted", *(f"h:{name}" for name, _ in channels)
+            ),
             [
                 epoch,
                 -1 if after is None else after,

@@ -89,6 +89,13 @@ class Names:
         """
         return f"{self.prefix}:{key}:{name}"
 
+    def keys(self, key: str, *names: str) -> list[str]:
+        """
+        The Redis keys C{names} of endpoint key C{key}, in order (the KEYS
+        of a script).
+        """
+        return [self.key(key, name) for name in names]
+
     def node_channel(self, node_id: str) -> str:
         """
         The channel of messages for node C{node_id}.
