@@ -12,10 +12,12 @@ connection gone before a test returns.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from typing import Any, cast
 
+from attrs import fields
 from treq.client import HTTPClient
 from twisted.internet import tcp
 from twisted.internet.defer import (
@@ -45,6 +47,7 @@ from txgraphsse import (
     SSEClient,
     SSEEndpoint,
 )
+from txgraphsse._client._source import StreamOptions
 from txgraphsse._client._waiters import Waiters
 from txgraphsse.client import (
     ClientClosed,
@@ -733,6 +736,76 @@ class EventSourceCloseTests(_MemoryCase):
         self.failureResultOf(cancelled, CancelledError)
         self.agent.last.stream()
         self.successResultOf(kept)
+
+
+class StreamOptionsTests(SynchronousTestCase):
+    """
+    L{EventSource} and L{GraphSSEClient} take the same stream settings,
+    L{StreamOptions}, and a client hands them to every source it opens.
+    """
+
+    def test_same_names_and_defaults(self) -> None:
+        """
+        Each constructor's keyword arguments, but for those of its own, are
+        the fields of L{StreamOptions}, in their order and with their
+        defaults.
+        """
+        options = [(f.name, f.default) for f in fields(StreamOptions)]
+        own = {
+            EventSource: {"last_event_id", "retry", "start"},
+            GraphSSEClient: {"routes", "max_answer"},
+        }
+        for cls, names in own.items():
+            parameters = inspect.signature(cls.__init__).parameters.values()
+            shared = [
+                (p.name, p.default)
+                for p in parameters
+                if p.kind is p.KEYWORD_ONLY and p.name not in names
+            ]
+            self.assertEqual(shared, options, cls.__name__)
+
+    def test_settings_reach_the_source(self) -> None:
+        """
+        A client's settings are those of the sources it opens, its headers
+        joined by the connection's; setting one changes it for the
+        connections made after, not for those already made.
+        """
+        clock = MemoryReactorClock()
+        agent = FakeAgent()
+        client = GraphSSEClient(
+            clock,
+            agent=agent,
+            headers={"X-Client": "1"},
+            idle_timeout=7.0,
+            max_backoff=3.0,
+            jitter=0.5,
+        )
+        self.addCleanup(client.terminate)
+        first = client.connect(URL, headers={"X-Connection": "2"})
+        first.addErrback(lambda failure: failure.trap(ClientClosed))
+        source = client.connections[0].source
+        self.assertEqual(
+            (source.idle_timeout, source.max_backoff, source.jitter), (7.0, 3.0, 0.5)
+        )
+        self.assertEqual(agent.last.header(b"x-client"), b"1")
+        self.assertEqual(agent.last.header(b"x-connection"), b"2")
+        self.assertEqual(
+            (client.idle_timeout, client.max_backoff, client.jitter), (7.0, 3.0, 0.5)
+        )
+        client.idle_timeout = None
+        client.max_backoff = 9.0
+        client.jitter = 0.0
+        second = client.connect(URL)
+        second.addErrback(lambda failure: failure.trap(ClientClosed))
+        later = client.connections[1].source
+        self.assertEqual(
+            (later.idle_timeout, later.max_backoff, later.jitter), (None, 9.0, 0.0)
+        )
+        self.assertEqual(
+            (source.idle_timeout, source.max_backoff, source.jitter), (7.0, 3.0, 0.5)
+        )
+        self.assertEqual(agent.last.header(b"x-client"), b"1")
+        self.assertIsNone(agent.last.header(b"x-connection"))
 
 
 class LocalRouteTests(SynchronousTestCase):

@@ -17,8 +17,9 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast, overload
 
+from attrs import evolve
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.interfaces import IReactorTime
@@ -32,7 +33,7 @@ from ._connection import Connection
 from ._handlers import Handlers
 from ._http import Connections
 from ._routes import run_route
-from ._source import ClientClosed, EventSource, default_reactor
+from ._source import ClientClosed, EventSource, StreamOptions, default_reactor
 
 __all__ = ["GraphSSEClient", "Handler"]
 
@@ -42,6 +43,37 @@ Handler = Callable[[Any, ServerSentEvent, Connection], object]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _T = TypeVar("_T")
+_V = TypeVar("_V")
+
+
+class _StreamSetting(Generic[_V]):
+    """
+    An attribute of a L{GraphSSEClient} that is the field of the same name of
+    the L{StreamOptions} its streams are opened with: setting it changes
+    that field for the connections made from then on.
+    """
+
+    def __set_name__(self, owner: type[GraphSSEClient], name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(
+        self, client: None, owner: type[GraphSSEClient]
+    ) -> _StreamSetting[_V]: ...
+
+    @overload
+    def __get__(self, client: GraphSSEClient, owner: type[GraphSSEClient]) -> _V: ...
+
+    def __get__(
+        self, client: GraphSSEClient | None, owner: type[GraphSSEClient]
+    ) -> _V | _StreamSetting[_V]:
+        if client is None:
+            return self
+        return cast(_V, getattr(client._stream, self._name))
+
+    def __set__(self, client: GraphSSEClient, value: _V) -> None:
+        change: dict[str, Any] = {self._name: value}
+        client._stream = evolve(client._stream, **change)
 
 
 class GraphSSEClient:
@@ -74,9 +106,17 @@ class GraphSSEClient:
     @ivar on_session: called with the L{Connection} each time it gets a
         session (again after each reconnection).
     @ivar max_answer: the most bytes of a C{POST} answer it reads.
+    @ivar idle_timeout: see L{EventSource}, for the connections made from
+        then on.
+    @ivar max_backoff: likewise.
+    @ivar jitter: likewise.
     """
 
     _log = Logger()
+
+    idle_timeout: _StreamSetting[float | None] = _StreamSetting()
+    max_backoff: _StreamSetting[float] = _StreamSetting()
+    jitter: _StreamSetting[float] = _StreamSetting()
 
     def __init__(
         self,
@@ -108,20 +148,26 @@ class GraphSSEClient:
         """
         self._reactor = reactor if reactor is not None else default_reactor()
         self.routes: dict[str, Any] = dict(routes or {})
-        self._headers = dict(headers or {})
         self._own: Connections | None = None
         stream_agent = agent
         if agent is None and http_client is None:
             self._own = Connections(self._reactor, tls_policy)
             agent = self._own.agent
             stream_agent = RedirectAgent(agent)
-        self._stream_agent = stream_agent
         self._http: HTTPClient = (
             http_client if http_client is not None else HTTPClient(cast(IAgent, agent))
         )
-        self.idle_timeout = idle_timeout
-        self.max_backoff = max_backoff
-        self.jitter = jitter
+        # What every stream is opened with: the way to the server chosen
+        # here, and the rest as it was given.
+        self._stream = StreamOptions(
+            headers=dict(headers or {}),
+            http_client=self._http if stream_agent is None else None,
+            agent=stream_agent,
+            tls_policy=tls_policy,
+            idle_timeout=idle_timeout,
+            max_backoff=max_backoff,
+            jitter=jitter,
+        )
         self.max_answer = max_answer
         self.connections: list[Connection] = []
         self.on_error: Callable[[Failure, Connection | None], object] | None = None
@@ -236,18 +282,13 @@ class GraphSSEClient:
         """
         if self.closed:
             return fail(ClientClosed("this client was terminated"))
-        merged = {**self._headers, **(headers or {})}
+        merged = {**(self._stream.headers or {}), **(headers or {})}
         source = EventSource(
             url,
             self._reactor,
-            headers=merged,
             last_event_id=last_event_id,
-            agent=self._stream_agent,
-            http_client=self._http if self._stream_agent is None else None,
-            idle_timeout=self.idle_timeout,
-            max_backoff=self.max_backoff,
-            jitter=self.jitter,
             start=False,
+            **evolve(self._stream, headers=merged).keywords(),
         )
         connection = Connection(self, url, source, merged)
         self.connections.append(connection)

@@ -6,8 +6,10 @@ the browser's, and reconnects more carefully than one.
 It owns one stream's life: its state, dispatch by event name, the ids it
 resumes from, the idle watchdog's verdict, and when and whether to
 reconnect (C{retry:}, exponential backoff with jitter, C{Retry-After},
-C{204}).  How one attempt asks and reads its answer is C{_attempt}'s; the
-parse is the shared parser's.  It knows nothing of graphscript messages,
+C{204}).  It also names (L{StreamOptions}) the settings of a stream that
+a L{GraphSSEClient} takes too and hands to each source it opens.  How one
+attempt asks and reads its answer is C{_attempt}'s; the parse is the shared
+parser's.  It knows nothing of graphscript messages,
 nothing of the server.
 """
 
@@ -16,8 +18,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from enum import IntEnum
-from typing import cast
+from typing import Any, cast
 
+from attrs import asdict, frozen
 from hyperlink import EncodedURL
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
@@ -32,7 +35,13 @@ from ._handlers import Handlers
 from ._waiters import Waiters
 from ._watchdog import Watchdog
 
-__all__ = ["ClientClosed", "EventSource", "IdleTimeout", "ReadyState"]
+__all__ = [
+    "ClientClosed",
+    "EventSource",
+    "IdleTimeout",
+    "ReadyState",
+    "StreamOptions",
+]
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -69,6 +78,31 @@ class IdleTimeout(Exception):
     No byte arrived, not even a keep-alive comment, for the idle timeout: the
     stream is taken for dead and dropped.
     """
+
+
+@frozen
+class StreamOptions:
+    """
+    The settings of a stream that L{EventSource} and L{GraphSSEClient} both
+    take: each field is the keyword argument of the same name of both, with
+    the same default, documented at L{EventSource.__init__}.  A test holds
+    the three together, so that a new setting is a field here and an
+    argument of both, and reaches every source a client opens.
+    """
+
+    headers: Mapping[str, str] | None = None
+    http_client: HTTPClient | None = None
+    agent: IAgent | None = None
+    tls_policy: IPolicyForHTTPS | None = None
+    idle_timeout: float | None = 45.0
+    max_backoff: float = 30.0
+    jitter: float = 0.25
+
+    def keywords(self) -> dict[str, Any]:
+        """
+        The settings as keyword arguments of L{EventSource}.
+        """
+        return asdict(self, recurse=False)
 
 
 class EventSource:
