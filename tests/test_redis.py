@@ -1348,6 +1348,7 @@ class LayoutTests(SynchronousTestCase):
         "_scripts",
         "_state",
         "_link",
+        "_context",
         "_nodes",
         "_replay",
         "_publish",

@@ -76,6 +76,8 @@ L{txgraphsse._internals.probed})::
                 endpoint key, an event on its way out, stream entries
     _link       the link: connect, log in, load the scripts, reconnect;
                 send commands and scripts
+    _context    what every part is built with (clock, link, names,
+                endpoints), made once by the coordinator
     _nodes      liveness and the session directory: heartbeat, dead
                 nodes, register, sessions opened and closed, leave
     _replay     replay from the streams, and replays that wait

@@ -5,10 +5,13 @@ package (see its docstring for the keys, the channels and how they hold
 together).
 
 It owns the broker's face (its constructor, its settings and the
-L{IBroker} methods, each handed to the part that answers it) and the order
-in which the parts hear that the link came up or went down, and it routes
-each message that arrives to the bus or to the calls.  It holds no state
-of its own beyond its parts, never runs a script and never reads a reply.
+L{IBroker} methods, each handed to the part that answers it, which
+documents it: as one request where the part takes one, L{Outgoing},
+L{Post} or L{Reply}) and the order in which the parts hear that the link
+came up or went down, and it routes each message that arrives to the bus
+or to the calls.  It holds no state of its own beyond its parts (and the
+clock that stamps what it publishes), never runs a script and never reads
+a reply.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from zope.interface import implementer
 
 from .._broker import HistoryPolicy, IBroker, IDeliverySink, Replay
 from ._bus import Bus
+from ._context import Context
 from ._link import Link
 from ._nodes import Nodes
-from ._peers import Peers
+from ._peers import Peers, Post, Reply
 from ._publish import Publisher
 from ._replay import Replays
-from ._state import LOG_NAMESPACE, Endpoints, Names
+from ._state import LOG_NAMESPACE, Endpoints, Names, Outgoing
 
 __all__ = ["RedisBroker"]
 
@@ -94,27 +98,15 @@ class RedisBroker:
         self.url = url
         self.prefix = prefix
         self.node_id = node_id
+        self._clock = reactor
         self._names = names
         self._endpoints = Endpoints()
-        self._nodes = Nodes(
-            reactor, self._link, names, self._endpoints, heartbeat, node_ttl
-        )
-        self._replays = Replays(reactor, self._link, names, self._endpoints)
-        self._publisher = Publisher(
-            reactor, self._link, names, self._endpoints, self._replays, outage_buffer
-        )
-        self._bus = Bus(
-            self._link, names, self._endpoints, self._publisher, self._replays
-        )
-        self._peers = Peers(
-            reactor,
-            self._link,
-            names,
-            self._endpoints,
-            self._nodes,
-            self,
-            forward_timeout,
-        )
+        shared = Context(reactor, self._link, names, self._endpoints)
+        self._nodes = Nodes(shared, heartbeat, node_ttl)
+        self._replays = Replays(shared)
+        self._publisher = Publisher(shared, self._replays, outage_buffer)
+        self._bus = Bus(shared, self._publisher, self._replays)
+        self._peers = Peers(shared, self._nodes, self, forward_timeout)
 
     def __repr__(self) -> str:
         state = "up" if self._link.up else "down"
@@ -165,11 +157,18 @@ class RedisBroker:
     # IBroker: endpoints
 
     def attach(self, key: str, sink: IDeliverySink) -> None:
+        """
+        L{IBroker.attach}: and, once joined, subscribe to C{key}'s bus.
+        """
         self._endpoints.state(key).sink = sink
         if self._nodes.joined:
             self._link.fire(self._bus.subscribe(key))
 
     def detach(self, key: str) -> None:
+        """
+        L{IBroker.detach}: the key's waiting replays get nothing, and its
+        bus is left.
+        """
         state = self._endpoints.pop(key, None)
         if state is None:
             return
@@ -186,35 +185,45 @@ class RedisBroker:
         data: str,
         history: HistoryPolicy,
     ) -> None:
-        self._publisher.publish(key, channel, event, data, history)
+        """
+        L{IBroker.publish}, by L{Publisher.publish}.
+        """
+        size = history.size if history.enabled else 0
+        now = self._clock.seconds()
+        self._publisher.publish(Outgoing(key, channel, event, data, now, size))
 
     def flushed(self, key: str) -> Deferred[None]:
         """
-        Fire once Redis has given a place in the order (a sequence number)
-        to every event this node published on C{key}: what waits for the
-        bus to be ready, what is in flight, and what was kept through an
-        outage (that waits for Redis to come back).
+        L{IBroker.flushed}, by L{Publisher.flushed}.
         """
         return self._publisher.flushed(key)
 
     # IBroker: sessions
 
     def session_opened(self, key: str, session_id: str) -> None:
+        """
+        L{IBroker.session_opened}, by L{Nodes.session_opened}.
+        """
         self._nodes.session_opened(key, session_id)
 
     def session_closed(self, key: str, session_id: str) -> None:
+        """
+        L{IBroker.session_closed}, by L{Nodes.session_closed}.
+        """
         self._nodes.session_closed(key, session_id)
 
     def session_count(self, key: str) -> int:
         """
-        This node's sessions of C{key}, and the other live nodes' as the
-        last heartbeat counted them.
+        L{IBroker.session_count}, by L{Nodes.session_count}.
         """
         return self._nodes.session_count(key)
 
     # IBroker: one session, wherever it is
 
     def push(self, key: str, session_id: str, payload: bytes) -> bool:
+        """
+        L{IBroker.push}, by L{Peers.push}.
+        """
         return self._peers.push(key, session_id, payload)
 
     def forward(
@@ -225,7 +234,12 @@ class RedisBroker:
         header_session: str | None,
         principal: Any,
     ) -> Deferred[tuple[int, Any]] | None:
-        return self._peers.forward(key, session_id, body, header_session, principal)
+        """
+        L{IBroker.forward}, by L{Peers.forward}.
+        """
+        return self._peers.forward(
+            Post(key, session_id, body, header_session, principal)
+        )
 
     def settle(
         self,
@@ -236,7 +250,12 @@ class RedisBroker:
         args: Any,
         error: tuple[str, str] | None = None,
     ) -> Deferred[bool] | None:
-        return self._peers.settle(key, node_id, callback_id, session_id, args, error)
+        """
+        L{IBroker.settle}, by L{Peers.settle}.
+        """
+        return self._peers.settle(
+            Reply(key, node_id, callback_id, session_id, args, error)
+        )
 
     # IBroker: replay
 
@@ -247,9 +266,7 @@ class RedisBroker:
         last_event_id: str | None,
     ) -> Deferred[Replay]:
         """
-        What a client that last saw C{last_event_id} missed: the kept events
-        after it up to the last one this node delivered (later ones reach
-        the session live).  While Redis is away: nothing, and C{reset}.
+        L{IBroker.replay}, by L{Replays.replay}.
         """
         return self._replays.replay(key, channels, last_event_id)
 

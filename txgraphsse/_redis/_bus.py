@@ -24,18 +24,11 @@ from twisted.python.failure import Failure
 from txredisapi import ConnectionError as RedisConnectionError
 
 from .._broker import StoredEvent
-from ._link import Link
+from ._context import Context, Part
 from ._publish import Publisher
 from ._replay import Replays
 from ._scripts import SYNC
-from ._state import (
-    LOG_NAMESPACE,
-    Endpoints,
-    EndpointState,
-    Names,
-    entry_fields,
-    seq_of,
-)
+from ._state import LOG_NAMESPACE, EndpointState, entry_fields, seq_of
 
 __all__ = ["Bus"]
 
@@ -55,23 +48,16 @@ def _from_message(
     )
 
 
-class Bus:
+class Bus(Part):
     """
     The bus subscriptions of this node's endpoint keys, and delivery from
     them.
     """
 
     def __init__(
-        self,
-        link: Link,
-        names: Names,
-        endpoints: Endpoints,
-        publisher: Publisher,
-        replays: Replays,
+        self, context: Context, publisher: Publisher, replays: Replays
     ) -> None:
-        self._link = link
-        self._names = names
-        self._endpoints = endpoints
+        super().__init__(context)
         self._publisher = publisher
         self._replays = replays
         #: The endpoint key of each bus channel subscribed on this link.

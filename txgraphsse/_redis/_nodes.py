@@ -7,7 +7,7 @@ open and close, and again whenever it rejoins; the other nodes' counted at
 each heartbeat; where a remote session was found, until it goes away).
 
 It knows node ids, endpoint keys and session ids, and runs its scripts
-over the L{Link}; it never touches events, the bus, replay or calls.
+over the link; it never touches events, the bus, replay or calls.
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, FirstError, gatherResults
-from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._link import Link
+from ._context import Context, Part
 from ._scripts import CLOSED, HEARTBEAT, LEAVE, OPENED, REGISTER
-from ._state import LOG_NAMESPACE, Endpoints, Names, encode
+from ._state import LOG_NAMESPACE, encode
 
 __all__ = ["Nodes"]
 
@@ -32,7 +31,7 @@ _log = Logger(namespace=LOG_NAMESPACE)
 _OWNERS_KEPT = 100_000
 
 
-class Nodes:
+class Nodes(Part):
     """
     Liveness and the session directory, for one node.
 
@@ -41,24 +40,13 @@ class Nodes:
     @ivar live: the live nodes, at the last heartbeat.
     """
 
-    def __init__(
-        self,
-        clock: IReactorTime,
-        link: Link,
-        names: Names,
-        endpoints: Endpoints,
-        heartbeat: float,
-        node_ttl: float,
-    ) -> None:
+    def __init__(self, context: Context, heartbeat: float, node_ttl: float) -> None:
         """
         @param heartbeat: seconds between heartbeats.
         @param node_ttl: seconds without a heartbeat after which the other
             nodes count this node dead.
         """
-        self._clock = clock
-        self._link = link
-        self._names = names
-        self._endpoints = endpoints
+        super().__init__(context)
         self._heartbeat = heartbeat
         self._ttl_ms = int(node_ttl * 1000)
         self.joined = False

@@ -15,18 +15,18 @@ from __future__ import annotations
 import secrets
 from typing import Any, Protocol
 
-from attrs import define
+from attrs import define, frozen
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._link import Link
+from ._context import Context, Part
 from ._nodes import Nodes
 from ._scripts import DIRECT
-from ._state import LOG_NAMESPACE, Endpoints, Names, encode, error_body
+from ._state import LOG_NAMESPACE, encode, error_body
 
-__all__ = ["Peers"]
+__all__ = ["Peers", "Post", "Reply"]
 
 _log = Logger(namespace=LOG_NAMESPACE)
 
@@ -38,6 +38,67 @@ class _Tuning(Protocol):
 
     @property
     def settle_timeout(self) -> float: ...
+
+
+@frozen
+class Post:
+    """
+    A client's C{POST} for a session this node does not hold, as the
+    endpoint hands it on (L{IBroker.forward}).
+    """
+
+    key: str
+    session_id: str
+    body: Any
+    header_session: str | None
+    principal: Any
+
+    def message(self, rid: str, origin: str) -> dict[str, Any]:
+        """
+        This C{POST} as request C{rid} of node C{origin}, on the wire.
+        """
+        return {
+            "type": "forward",
+            "k": self.key,
+            "r": rid,
+            "o": origin,
+            "sid": self.session_id,
+            "b": self.body,
+            "h": self.header_session,
+            "pr": self.principal,
+        }
+
+
+@frozen
+class Reply:
+    """
+    A client's reply to a call that node C{node_id} made, or every node
+    for C{"*"} (L{IBroker.settle}).
+    """
+
+    key: str
+    node_id: str
+    callback_id: str
+    session_id: str
+    args: Any
+    error: tuple[str, str] | None = None
+
+    def message(self, rid: str, origin: str) -> dict[str, Any]:
+        """
+        This reply as request C{rid} of node C{origin}, on the wire.
+        """
+        message = {
+            "type": "settle",
+            "k": self.key,
+            "r": rid,
+            "o": origin,
+            "cid": self.callback_id,
+            "sid": self.session_id,
+            "a": self.args,
+        }
+        if self.error is not None:
+            message["e"] = list(self.error)
+        return message
 
 
 @define(eq=False)
@@ -56,29 +117,19 @@ class _Request:
     answers: int = 0
 
 
-class Peers:
+class Peers(Part):
     """
     This node's calls to and from the other nodes.
     """
 
     def __init__(
-        self,
-        clock: IReactorTime,
-        link: Link,
-        names: Names,
-        endpoints: Endpoints,
-        nodes: Nodes,
-        tuning: _Tuning,
-        forward_timeout: float,
+        self, context: Context, nodes: Nodes, tuning: _Tuning, forward_timeout: float
     ) -> None:
         """
         @param forward_timeout: seconds a forwarded C{POST} waits for the
             node holding its session.
         """
-        self._clock = clock
-        self._link = link
-        self._names = names
-        self._endpoints = endpoints
+        super().__init__(context)
         self._nodes = nodes
         self._tuning = tuning
         self._forward_timeout = forward_timeout
@@ -154,6 +205,13 @@ class Peers:
     # Push
 
     def push(self, key: str, session_id: str, payload: bytes) -> bool:
+        """
+        Deliver C{payload} to C{session_id} here if this node holds it, else
+        to the node that does (while the link is up).
+
+        @return: whether the session may be held somewhere: C{False} only
+            while Redis is away and this node does not hold it.
+        """
         sink = self._endpoints.sink(key)
         if sink is not None and sink.deliver_to_session(session_id, payload):
             return True
@@ -190,20 +248,18 @@ class Peers:
 
     # Forward
 
-    def forward(
-        self,
-        key: str,
-        session_id: str,
-        body: Any,
-        header_session: str | None,
-        principal: Any,
-    ) -> Deferred[tuple[int, Any]] | None:
+    def forward(self, post: Post) -> Deferred[tuple[int, Any]]:
+        """
+        Hand C{post} to the node holding its session: fires with that
+        node's C{(status, body)}, or an error answer when no node holds it,
+        it does not answer in time, or Redis is away.
+        """
         if not self._link.up:
             return succeed(
                 (503, error_body("unavailable", "the cluster cannot be reached"))
             )
         try:
-            encode(principal)
+            encode(post.principal)
         except (TypeError, ValueError):
             return succeed(
                 (
@@ -218,16 +274,7 @@ class Peers:
             self._forward_timeout,
             (503, error_body("unavailable", "the session's node did not answer")),
         )
-        message = {
-            "type": "forward",
-            "k": key,
-            "r": rid,
-            "o": self._names.node_id,
-            "sid": session_id,
-            "b": body,
-            "h": header_session,
-            "pr": principal,
-        }
+        message = post.message(rid, self._names.node_id)
 
         def found(result: Any) -> None:
             if result is None:
@@ -248,7 +295,7 @@ class Peers:
                 rid, (503, error_body("unavailable", "the cluster cannot be reached"))
             )
 
-        self._direct(key, session_id, message).addCallbacks(found, failed)
+        self._direct(post.key, post.session_id, message).addCallbacks(found, failed)
         result: Deferred[tuple[int, Any]] = request.deferred
         return result
 
@@ -287,32 +334,19 @@ class Peers:
 
     # Settle
 
-    def settle(
-        self,
-        key: str,
-        node_id: str,
-        callback_id: str,
-        session_id: str,
-        args: Any,
-        error: tuple[str, str] | None = None,
-    ) -> Deferred[bool] | None:
+    def settle(self, reply: Reply) -> Deferred[bool]:
+        """
+        Hand C{reply} to the node whose call it answers (every other node,
+        for C{"*"}): fires with whether one settled it, C{False} once none
+        did, none answered in time, or Redis is away.
+        """
         if not self._link.up:
             return succeed(False)
         rid, request = self._ask(self._tuning.settle_timeout, False)
-        message = {
-            "type": "settle",
-            "k": key,
-            "r": rid,
-            "o": self._names.node_id,
-            "cid": callback_id,
-            "sid": session_id,
-            "a": args,
-        }
-        if error is not None:
-            message["e"] = list(error)
-        everyone = node_id == "*"
         names = self._names
-        channel = names.all_channel if everyone else names.node_channel(node_id)
+        message = reply.message(rid, names.node_id)
+        everyone = reply.node_id == "*"
+        channel = names.all_channel if everyone else names.node_channel(reply.node_id)
 
         def published(receivers: Any) -> None:
             # Every node hears a message to all, this one included.

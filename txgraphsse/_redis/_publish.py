@@ -21,68 +21,45 @@ from collections import deque
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txredisapi import ConnectionError as RedisConnectionError
 
-from .._broker import HistoryPolicy
-from ._link import Link
+from ._context import Context, Part
 from ._replay import Replays
 from ._scripts import PUBLISH
-from ._state import LOG_NAMESPACE, Endpoints, EndpointState, Names, Outgoing, encode
+from ._state import LOG_NAMESPACE, EndpointState, Outgoing, encode
 
 __all__ = ["Publisher"]
 
 _log = Logger(namespace=LOG_NAMESPACE)
 
 
-class Publisher:
+class Publisher(Part):
     """
     This node's events on their way to Redis, and those kept while it is
     away.
     """
 
-    def __init__(
-        self,
-        clock: IReactorTime,
-        link: Link,
-        names: Names,
-        endpoints: Endpoints,
-        replays: Replays,
-        outage_buffer: int,
-    ) -> None:
+    def __init__(self, context: Context, replays: Replays, outage_buffer: int) -> None:
         """
         @param outage_buffer: events with history kept while Redis is away;
             the oldest go first.
         """
-        self._clock = clock
-        self._link = link
-        self._names = names
-        self._endpoints = endpoints
+        super().__init__(context)
         self._replays = replays
         self._buffer: deque[Outgoing] = deque(maxlen=max(outage_buffer, 0))
         self._dropped = 0
         self._published = 0
         self._inflight: deque[Outgoing] = deque()
 
-    def publish(
-        self,
-        key: str,
-        channel: str,
-        event: str | None,
-        data: str,
-        history: HistoryPolicy,
-    ) -> None:
-        state = self._endpoints.state(key)
-        out = Outgoing(
-            key,
-            channel,
-            event,
-            data,
-            self._clock.seconds(),
-            history.size if history.enabled else 0,
-        )
+    def publish(self, out: Outgoing) -> None:
+        """
+        Publish C{out}: to Redis now if its key's bus is ready (or this
+        node has no sink for the key), once the bus is ready otherwise;
+        while Redis is away, to this node's sessions at once, and kept.
+        """
+        state = self._endpoints.state(out.key)
         if not self._link.up:
             self._deliver_here(state, out)
             self._keep(out)

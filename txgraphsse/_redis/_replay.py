@@ -11,43 +11,30 @@ delivers events or touches the link's state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txredisapi import ConnectionError as RedisConnectionError
 
-from .._broker import HistoryPolicy, Replay, StoredEvent, parse_event_id
-from ._link import Link
+from .._broker import Replay, StoredEvent, parse_event_id
+from ._context import Part
 from ._scripts import REPLAY
-from ._state import LOG_NAMESPACE, Endpoints, EndpointState, Names, entry_fields, seq_of
+from ._state import LOG_NAMESPACE, Channels, EndpointState, entry_fields, seq_of
 
 __all__ = ["Replays"]
 
 _log = Logger(namespace=LOG_NAMESPACE)
 
 
-class Replays:
+class Replays(Part):
     """
     Replay from Redis, for every endpoint key of this node.
     """
 
-    def __init__(
-        self, clock: IReactorTime, link: Link, names: Names, endpoints: Endpoints
-    ) -> None:
-        self._clock = clock
-        self._link = link
-        self._names = names
-        self._endpoints = endpoints
-
     def replay(
-        self,
-        key: str,
-        channels: Sequence[tuple[str, HistoryPolicy]],
-        last_event_id: str | None,
+        self, key: str, channels: Channels, last_event_id: str | None
     ) -> Deferred[Replay]:
         """
         What a client that last saw C{last_event_id} missed: the kept events
@@ -86,7 +73,7 @@ class Replays:
         self,
         state: EndpointState,
         deferred: Deferred[Replay],
-        channels: list[tuple[str, HistoryPolicy]],
+        channels: Channels,
         last_event_id: str | None,
     ) -> None:
         key = state.key

@@ -24,6 +24,7 @@ from .._broker import HistoryPolicy, IDeliverySink, Replay, StoredEvent
 
 __all__ = [
     "LOG_NAMESPACE",
+    "Channels",
     "EndpointState",
     "Endpoints",
     "Names",
@@ -154,9 +155,12 @@ class Outgoing:
         )
 
 
+#: The channels a replay asks about, each with its history policy.
+Channels = Sequence[tuple[str, HistoryPolicy]]
+
 #: A replay asked for before this node could answer it: its L{Deferred},
 #: the channels asked about and the client's last event id.
-WaitingReplay = tuple[Deferred[Replay], list[tuple[str, HistoryPolicy]], str | None]
+WaitingReplay = tuple[Deferred[Replay], Channels, str | None]
 
 
 @define(eq=False)
