@@ -30,7 +30,7 @@ from twisted.web.iweb import IAgent, IPolicyForHTTPS
 
 from .._parser import ServerSentEvent
 from ._connection import Connection
-from ._handlers import Handlers
+from ._handlers import Handlers, call_logged
 from ._http import Connections
 from ._routes import run_route
 from ._source import ClientClosed, EventSource, StreamOptions, default_reactor
@@ -409,11 +409,7 @@ class GraphSSEClient:
             self.connections.remove(connection)
 
     def _session_opened(self, connection: Connection) -> None:
-        if self.on_session is not None:
-            try:
-                self.on_session(connection)
-            except Exception:
-                self._log.failure("on_session failed")
+        call_logged(self._log, "on_session failed", {}, self.on_session, connection)
 
     def _report(self, failure: Failure, connection: Connection | None) -> None:
         """
@@ -426,10 +422,9 @@ class GraphSSEClient:
                 why=failure.getErrorMessage(),
             )
             return
-        try:
-            self.on_error(failure, connection)
-        except Exception:
-            self._log.failure("on_error failed")
+        call_logged(
+            self._log, "on_error failed", {}, self.on_error, failure, connection
+        )
 
     def _next_sub(self) -> int:
         return next(self._subs)

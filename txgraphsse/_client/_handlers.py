@@ -1,24 +1,50 @@
 # -*- test-case-name: tests.test_client -*-
 """
 L{Handlers}: callbacks by event name, as an L{EventSource} and a
-L{GraphSSEClient} both keep them.
+L{GraphSSEClient} both keep them; and L{call_logged}, how the client calls
+any callback a caller gave it.
 
 This module owns that table and how it is called: in the order the
 handlers were added, each one's exception logged without stopping the
-others.  What is passed to a handler, and when, is its owner's; it knows
-nothing of HTTP, SSE or graphscript.
+others, as every caller's callback is (C{on_open}, C{on_error}, a
+subscriber...).  What is passed to a handler, and when, is its owner's; it
+knows nothing of HTTP, SSE or graphscript.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Generic, ParamSpec
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, ParamSpec
 
 from twisted.logger import Logger
 
-__all__ = ["Handlers"]
+__all__ = ["Handlers", "call_logged"]
 
 _P = ParamSpec("_P")
+
+
+def call_logged(
+    log: Logger,
+    failed: str,
+    fields: Mapping[str, Any],
+    callback: Callable[_P, object] | None,
+    *args: _P.args,
+    **kwargs: _P.kwargs,
+) -> None:
+    """
+    Call C{callback}, a caller's, if there is one; if it raises, log the
+    failure and go on.
+
+    @param log: its owner's logger, so that the failure is logged as its
+        owner's.
+    @param failed: the log message's format, of C{fields}.
+    """
+    if callback is None:
+        return
+    try:
+        callback(*args, **kwargs)
+    except Exception:
+        log.failure(failed, **fields)
 
 
 class Handlers(Generic[_P]):
@@ -66,11 +92,11 @@ class Handlers(Generic[_P]):
         logging any that raises.
         """
         for handler in list(self._by_type.get(event_type, ())):
-            try:
-                handler(*args, **kwargs)
-            except Exception:
-                self._log.failure(
-                    "Handler {handler} of {event} events failed",
-                    handler=handler,
-                    event=event_type,
-                )
+            call_logged(
+                self._log,
+                "Handler {handler} of {event} events failed",
+                {"handler": handler, "event": event_type},
+                handler,
+                *args,
+                **kwargs,
+            )

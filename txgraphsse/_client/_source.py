@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from enum import IntEnum
-from typing import Any, cast
+from typing import Any, ParamSpec, cast
 
 from attrs import asdict, frozen
 from hyperlink import EncodedURL
@@ -31,7 +31,7 @@ from twisted.web.iweb import IAgent, IPolicyForHTTPS
 
 from .._parser import ServerSentEvent
 from ._attempt import Attempt, StreamRequest
-from ._handlers import Handlers
+from ._handlers import Handlers, call_logged
 from ._waiters import Waiters
 from ._watchdog import Watchdog
 
@@ -46,6 +46,8 @@ __all__ = [
 _UTF8_BOM = b"\xef\xbb\xbf"
 
 EventHandler = Callable[[ServerSentEvent], object]
+
+_P = ParamSpec("_P")
 
 
 def default_reactor() -> IReactorTime:
@@ -310,11 +312,20 @@ class EventSource:
                 url=self.url,
                 why=reason.getErrorMessage(),
             )
-        if self.on_close is not None:
-            try:
-                self.on_close(reason)
-            except Exception:
-                self._log.failure("on_close of {url} failed", url=self.url)
+        self._call_back("on_close of {url} failed", self.on_close, reason)
+
+    def _call_back(
+        self,
+        failed: str,
+        callback: Callable[_P, object] | None,
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> None:
+        """
+        Call C{callback} (C{on_open}, C{on_error}, C{on_close}), if there is
+        one, logging C{failed}, a format of C{url}, if it raises.
+        """
+        call_logged(self._log, failed, {"url": self.url}, callback, *args, **kwargs)
 
     def _final_failure(self) -> Failure:
         if self.close_reason is not None:
@@ -357,11 +368,7 @@ class EventSource:
         self.ready_state = ReadyState.OPEN
         self._watchdog.pet(self.idle_timeout)
         self._log.debug("Stream {url} open", url=self.url)
-        if self.on_open is not None:
-            try:
-                self.on_open()
-            except Exception:
-                self._log.failure("on_open of {url} failed", url=self.url)
+        self._call_back("on_open of {url} failed", self.on_open)
         self._opening.fire(None)
 
     def _received(self, attempt: Attempt, data: bytes) -> None:
@@ -402,11 +409,7 @@ class EventSource:
     def _report(self, reason: Failure) -> None:
         if self.ready_state is not ReadyState.CLOSED:
             self.ready_state = ReadyState.CONNECTING
-        if self.on_error is not None:
-            try:
-                self.on_error(reason)
-            except Exception:
-                self._log.failure("on_error of {url} failed", url=self.url)
+        self._call_back("on_error of {url} failed", self.on_error, reason)
 
     # Waiting
 

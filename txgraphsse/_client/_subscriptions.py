@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._handlers import call_logged
 from ._http import RemoteError
 from ._post import Link, args_of
 from ._source import ClientClosed
@@ -186,12 +187,13 @@ class Subscriptions:
         if entry is None:
             return False
         for callback in list(entry.callbacks.values()):
-            try:
-                callback(args)
-            except Exception:
-                self._log.failure(
-                    "Subscriber of server route {route} failed", route=callback_id
-                )
+            call_logged(
+                self._log,
+                "Subscriber of server route {route} failed",
+                {"route": callback_id},
+                callback,
+                args,
+            )
         return True
 
     def renew(self) -> None:
