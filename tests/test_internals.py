@@ -135,7 +135,7 @@ class TLSContextTests(SynchronousTestCase):
         logged once.
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        self.patch(_internals, "_tls_logged", False)
+        self.patch(_internals, "_warned", set())
         endpoint = TCP4ServerEndpoint(MemoryReactor(), 0)
         for _ in range(2):
             self.assertFalse(

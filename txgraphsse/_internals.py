@@ -36,6 +36,7 @@ from typing import Any
 
 from twisted.internet import tcp
 from twisted.logger import Logger
+from twisted.web import http
 
 import twisted
 
@@ -206,20 +207,25 @@ def rebuild_tls_context(endpoint: object, rebuild: Callable[[Any], object]) -> b
     """
     old = getattr(endpoint, "_sslContextFactory", None)
     if old is None:
-        global _tls_logged
-        if not _tls_logged:
-            _tls_logged = True
-            _log.warn(
-                "{endpoint} keeps no _sslContextFactory: its TLS context is"
-                " left as the strports parser made it",
-                endpoint=type(endpoint).__name__,
-            )
+        _warn_once(
+            "tls",
+            "{endpoint} keeps no _sslContextFactory: its TLS context is"
+            " left as the strports parser made it",
+            endpoint=type(endpoint).__name__,
+        )
         return False
     endpoint._sslContextFactory = rebuild(old)  # type: ignore[attr-defined]
     return True
 
 
-_tls_logged = False
+#: What L{_warn_once} has warned of.
+_warned: set[str] = set()
+
+
+def _warn_once(what: str, message: str, **fields: object) -> None:
+    if what not in _warned:
+        _warned.add(what)
+        _log.warn(message, **fields)
 
 
 def negotiating_channel(channel: Any) -> Any:
@@ -232,19 +238,15 @@ def negotiating_channel(channel: Any) -> Any:
     Where it is gone, C{channel} is used bare (HTTP/1.1 only), and that is
     logged once.
     """
-    from twisted.web import http
-
-    wrapper = getattr(http, "_GenericHTTPChannelProtocol", None)
-    if wrapper is None:
-        global _h2_logged
-        if not _h2_logged:
-            _h2_logged = True
-            _log.warn(
-                "twisted.web.http has no _GenericHTTPChannelProtocol: the"
-                " endpoint's site speaks HTTP/1.1 only"
-            )
+    if _GENERIC_CHANNEL is None:
+        _warn_once(
+            "h2",
+            "twisted.web.http has no _GenericHTTPChannelProtocol: the"
+            " endpoint's site speaks HTTP/1.1 only",
+        )
         return channel
-    return wrapper(channel)
+    return _GENERIC_CHANNEL(channel)
 
 
-_h2_logged = False
+#: Twisted's private HTTP/1.1-or-HTTP/2 wrapper, looked up once.
+_GENERIC_CHANNEL: Any = getattr(http, "_GenericHTTPChannelProtocol", None)
