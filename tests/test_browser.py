@@ -292,6 +292,52 @@ class CallsTests(BrowserTestCase):
         self.assertEqual(self.call(server, "test_run", sid, "double", [4]), 8)
 
 
+class RefusalTests(BrowserTestCase):
+    """
+    A stream refused for want of room, met by a plain C{EventSource}.
+    """
+
+    def test_refused_event_source_comes_back(self) -> None:
+        """
+        With C{/full}'s one stream taken, a plain C{EventSource} is refused
+        with an C{unavailable} event and stays C{CONNECTING} (a non-200
+        would have closed it for good); once the stream is let go, it
+        reconnects by itself and the server counts its session.
+        """
+        server = self.start()
+        page = self.new_page(server.url("/"))
+        page.evaluate(
+            """() => {
+              const full = (window.full = { holder: 0, unavailable: [], opened: 0 });
+              window.holder = new EventSource("/full");
+              window.holder.onmessage = () => { full.holder += 1; };
+            }"""
+        )
+        self.wait(page, "window.full.holder > 0", "the first stream's setId")
+        page.evaluate(
+            """() => {
+              const full = window.full;
+              const source = (window.refused = new EventSource("/full"));
+              source.addEventListener("unavailable", (event) => {
+                full.unavailable.push(JSON.parse(event.data).error.code);
+              });
+              source.onmessage = (event) => {
+                if (JSON.parse(event.data).route === "setId") full.opened += 1;
+              };
+            }"""
+        )
+        self.wait(page, "window.full.unavailable.length > 0", "an unavailable event")
+        self.assertEqual(page.evaluate("window.full.unavailable[0]"), "unavailable")
+        self.assertNotEqual(page.evaluate("window.refused.readyState"), 2)
+        refused = self.call(server, "test_full")
+        self.assertEqual(refused["sessions"], 1)
+        self.assertGreaterEqual(refused["refusals"], 1)
+        page.evaluate("window.holder.close()")
+        self.wait(page, "window.full.opened > 0", "the refused stream's setId")
+        self.assertEqual(page.evaluate("window.refused.readyState"), 1)
+        self.assertEqual(self.call(server, "test_full")["sessions"], 1)
+
+
 class ReplayTests(BrowserTestCase):
     """
     Channel events a page misses while its stream is down reach it when it

@@ -269,7 +269,9 @@ class EventSourceRequestTests(_MemoryCase):
         request = self.agent.last
         self.assertEqual(request.method, b"GET")
         self.assertEqual(request.uri, URL.encode("ascii"))
-        self.assertEqual(request.header(b"accept"), b"text/event-stream")
+        self.assertEqual(
+            request.header(b"accept"), b"text/event-stream, application/json"
+        )
         self.assertEqual(request.header(b"cache-control"), b"no-cache")
         self.assertEqual(request.header(b"accept-encoding"), b"identity")
         self.assertEqual(request.header(b"authorization"), b"Bearer x")
@@ -1287,7 +1289,9 @@ class EventSourceNetworkTests(_RealCase):
         self.assertEqual(json.loads(messages[1].data), {"n": 1})
         self.assertEqual([e.data for e in news], ["headline"])
         headers = recorder.gets()[0]
-        self.assertEqual(headers.getRawHeaders(b"accept"), [b"text/event-stream"])
+        self.assertEqual(
+            headers.getRawHeaders(b"accept"), [b"text/event-stream, application/json"]
+        )
         self.assertNotIn(
             b"gzip", b"".join(headers.getRawHeaders(b"accept-encoding", []))
         )

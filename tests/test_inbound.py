@@ -18,7 +18,14 @@ from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 
-from txgraphsse import Limits, SSEBackend, SSEClient, SSEEndpoint, SSESite
+from txgraphsse import (
+    EventStreamParser,
+    Limits,
+    SSEBackend,
+    SSEClient,
+    SSEEndpoint,
+    SSESite,
+)
 from txgraphsse import _messages as messages
 from txgraphsse._inbound import GuardedChannel
 
@@ -460,6 +467,81 @@ class ConnectionCapTests(GuardedSiteCase):
         await third.until_lost()
         status, _, _ = _error(third)
         self.assertEqual(status, b"HTTP/1.1 503 Service Unavailable")
+
+
+class StreamRefusalTests(GuardedSiteCase):
+    """
+    A refused stream is answered so that its client comes back later: an
+    C{EventSource} gets a short event stream saying why, the project's own
+    clients (which accept JSON) the C{503} and its C{Retry-After}.
+    """
+
+    def full(self) -> tuple[SSEEndpoint, SSESite, str]:
+        limits = Limits(max_sessions=1, retry_after=2)
+        endpoint, plain = self.endpoint_site(limits=limits)
+        # A fixed share of the retry window, to read the jittered retry.
+        endpoint.resource._random = lambda: 0.25  # type: ignore[attr-defined]
+        site = SSESite(plain.resource, limits=limits, reactor=_reactor())
+        return endpoint, site, self.listen(site)
+
+    async def test_event_source_gets_a_stream_saying_why(self) -> None:
+        """
+        Past C{max_sessions}, a C{GET} accepting C{text/event-stream} only
+        gets C{200 text/event-stream} with a C{retry:} of C{Retry-After} and
+        a jittered share more, an C{unavailable} event carrying the JSON
+        error, then the end of the body; no session opens, the refusal is
+        counted, and its connection still counts as one coming in.
+        """
+        endpoint, site, url = self.full()
+        held = await self.open_stream(url + "/sse")
+        await held.session_id()
+        raw = await self.connect(url)
+        assert raw.transport is not None
+        raw.transport.write(
+            b"GET /sse HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        await raw.until(lambda: b"\r\n\r\n" in bytes(raw.data))
+        status, headers, _ = raw.head()
+        length = int(headers[b"content-length"][0])
+        await raw.until(lambda: len(raw.head()[2]) >= length)
+        self.assertEqual(status, b"HTTP/1.1 200 OK")
+        self.assertEqual(
+            headers[b"content-type"], [b"text/event-stream; charset=utf-8"]
+        )
+        parser = EventStreamParser()
+        events = parser.feed(raw.head()[2])
+        self.assertEqual(parser.retry, 2500)
+        self.assertEqual([event.type for event in events], ["unavailable"])
+        self.assertEqual(json.loads(events[0].data)["error"]["code"], "unavailable")
+        self.assertEqual(len(endpoint.sessions), 1)
+        self.assertEqual(endpoint.counters.refusals, 1)
+        self.assertEqual(site.gate.count("127.0.0.1"), 1)
+
+    async def test_own_clients_get_503(self) -> None:
+        """
+        A C{GET} that accepts JSON too, as the Python client's does, and a
+        C{HEAD}, as the browser client's probe, get C{503} with
+        C{Retry-After}.
+        """
+        _, _, url = self.full()
+        held = await self.open_stream(url + "/sse")
+        await held.session_id()
+        for method, accept in (
+            (b"GET", b"text/event-stream, application/json"),
+            (b"HEAD", b"text/event-stream"),
+        ):
+            raw = await self.raw(
+                url,
+                method
+                + b" /sse HTTP/1.1\r\nHost: x\r\nAccept: "
+                + accept
+                + (b"\r\nConnection: close\r\n\r\n"),
+            )
+            await raw.until_lost()
+            status, headers, _ = raw.head()
+            self.assertEqual(status, b"HTTP/1.1 503 Service Unavailable", method)
+            self.assertEqual(headers[b"retry-after"], [b"2"], method)
+            self.assertTrue(headers[b"content-type"][0].startswith(b"application/json"))
 
 
 class CallRateTests(GuardedSiteCase):

@@ -290,11 +290,16 @@ class GuardedChannel(HTTPChannel):
     def writeHeaders(
         self, version: bytes, code: bytes, reason: bytes, headers: Any
     ) -> None:
-        if code == b"200" and any(
-            value.startswith(b"text/event-stream")
-            for value in headers.getRawHeaders(b"content-type", [])
+        if (
+            code == b"200"
+            and any(
+                value.startswith(b"text/event-stream")
+                for value in headers.getRawHeaders(b"content-type", [])
+            )
+            and not headers.hasHeader(b"content-length")
         ):
-            # A stream: no longer a connection that is still coming in.
+            # A stream: no longer a connection that is still coming in.  (A
+            # refused one has a length, and its connection still counts.)
             self._streaming = True
             self._uncount()
         super().writeHeaders(version, code, reason, headers)  # type: ignore[no-untyped-call]

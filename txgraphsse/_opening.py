@@ -19,9 +19,15 @@ from twisted.web.server import Request
 
 from . import _messages as messages
 from ._broker import Replay
-from ._encoder import encode_event
+from ._encoder import encode_event, encode_retry
 
-__all__ = ["encode_replay", "set_stream_headers", "slim"]
+__all__ = [
+    "encode_refusal",
+    "encode_replay",
+    "set_stream_headers",
+    "slim",
+    "wants_stream_refusal",
+]
 
 
 def set_stream_headers(request: Request) -> None:
@@ -31,6 +37,27 @@ def set_stream_headers(request: Request) -> None:
     request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
     request.setHeader(b"cache-control", b"no-cache, no-transform")
     request.setHeader(b"x-accel-buffering", b"no")
+
+
+def wants_stream_refusal(request: Request) -> bool:
+    """
+    Whether a refused C{GET} should be told so as an event stream: its client
+    accepts C{text/event-stream} and not JSON, as C{EventSource} does.
+
+    By WHATWG, any answer but C{200 text/event-stream} makes an
+    C{EventSource} fail for good; this project's own clients accept JSON as
+    well, and read the C{503} and its C{Retry-After} instead.
+    """
+    accept = (request.getHeader(b"accept") or b"").lower()
+    return b"text/event-stream" in accept and b"application/json" not in accept
+
+
+def encode_refusal(retry: int, body: bytes) -> bytes:
+    """
+    The whole of a refused stream: a C{retry:} of C{retry} milliseconds,
+    then an C{unavailable} event whose data is PROTOCOL.md's error C{body}.
+    """
+    return encode_retry(retry) + encode_event(body.decode("utf-8"), event="unavailable")
 
 
 def encode_replay(

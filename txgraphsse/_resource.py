@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from random import random
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -33,7 +34,7 @@ from ._dispatch import Answer, dispatch
 from ._endpoint import SSEEndpoint
 from ._limits import Limits, client_address, json_depth
 from ._messages import ProtocolError
-from ._opening import set_stream_headers
+from ._opening import encode_refusal, set_stream_headers, wants_stream_refusal
 
 __all__ = ["SSEResource"]
 
@@ -115,6 +116,9 @@ class SSEResource(Resource):
 
     isLeaf = True
     _log = Logger()
+    #: The share of the retry window a refused stream waits beyond its
+    #: C{Retry-After}; a test may make it fixed.
+    _random: Callable[[], float] = staticmethod(random)
 
     def __init__(self, endpoint: SSEEndpoint) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -139,7 +143,26 @@ class SSEResource(Resource):
                 status=error.status,
                 code=error.code,
             )
-        return messages.error_body(error.code, error.message)
+        body = messages.error_body(error.code, error.message)
+        if (
+            error.status == 503
+            and request.method == b"GET"
+            and wants_stream_refusal(request)
+        ):
+            return self._refused_stream(request, body)
+        return body
+
+    def _refused_stream(self, request: Request, body: bytes) -> bytes:
+        """
+        Refuse a stream the way an C{EventSource} retries: C{200}, a
+        C{retry:} between one and two C{Retry-After}s (jittered, so that the
+        refused do not come back at once), an C{unavailable} event with the
+        error, then the end.
+        """
+        request.setResponseCode(200)
+        set_stream_headers(request)
+        window = self.endpoint.limits.retry_after * 1000
+        return encode_refusal(window + int(self._random() * window), body)
 
     def render(self, request: Request) -> _Rendered:
         self.endpoint.cors.apply(request)

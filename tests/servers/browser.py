@@ -10,7 +10,9 @@ It serves, on one origin:
   - C{/classic}: the same kind of page on the classic build
     (C{/sse/client.classic.js}, the C{GraphSSE} global);
   - C{/sse}: the endpoint: channel C{news} keeps 50 events of history, and
-    clients are told to wait L{RETRY} ms before reconnecting.
+    clients are told to wait L{RETRY} ms before reconnecting;
+  - C{/full}: an endpoint with room for one stream (C{max_sessions=1}, a
+    C{Retry-After} of 1 s), whose state C{test_full} reports.
 
 The routes named C{test_*} let the test (a plain HTTP client) drive the
 server side towards one session: C{post}, C{request}, C{run}, C{subscribe}
@@ -37,7 +39,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import Data
 
-from txgraphsse import SSEBackend, SSEEndpoint
+from txgraphsse import Limits, SSEBackend, SSEEndpoint
 
 from . import HoldNext, serve
 
@@ -306,7 +308,20 @@ def make_site(publish: list[str]) -> Site:
         ]
         return gatherResults(calls)
 
+    # Room for one stream: the refusal test fills it, then frees it.
+    full = backend.setup_sse(
+        "/full", keepalive=5.0, limits=Limits(max_sessions=1, retry_after=1)
+    )
+
+    @backend.route("test_full")
+    def full_state() -> dict[str, int]:
+        """
+        The sessions of C{/full}, and how many streams it has refused.
+        """
+        return {"sessions": len(full.sessions), "refusals": full.counters.refusals}
+
     root.putChild(b"sse", hold)
+    root.putChild(b"full", full.resource)
     return Site(root)
 
 

@@ -124,7 +124,7 @@ class StreamRequest:
         headers = Headers()
         for name, value in self._headers.items():
             headers.addRawHeader(name, value)
-        headers.setRawHeaders(b"accept", [b"text/event-stream"])
+        headers.setRawHeaders(b"accept", [b"text/event-stream, application/json"])
         headers.setRawHeaders(b"cache-control", [b"no-cache"])
         if self._http_client is None:
             headers.setRawHeaders(b"accept-encoding", [b"identity"])
