@@ -968,6 +968,7 @@ CLIENT_LAYERS = (
     "txgraphsse._client._source",
     "txgraphsse._client._routes",
     "txgraphsse._client._post",
+    "txgraphsse._client._batch",
     "txgraphsse._client._subscriptions",
     "txgraphsse._client._serving",
     "txgraphsse._client._connection",
@@ -1396,9 +1397,9 @@ class EventSourceNetworkTests(_RealCase):
         self.assertEqual(client_timers(), [])
 
 
-class GraphSSEClientTests(_RealCase):
+class ConnectedCase(_RealCase):
     """
-    L{GraphSSEClient} against a real txgraphsse server.
+    A client connected to a real txgraphsse server.
     """
 
     async def connected(
@@ -1419,6 +1420,12 @@ class GraphSSEClientTests(_RealCase):
     def session(self, endpoint: SSEEndpoint, connection: Connection) -> SSEClient:
         assert connection.session_id is not None
         return endpoint.sessions[connection.session_id]
+
+
+class GraphSSEClientTests(ConnectedCase):
+    """
+    L{GraphSSEClient} against a real txgraphsse server.
+    """
 
     async def test_connect_learns_session(self) -> None:
         """

@@ -13,6 +13,7 @@ From the bottom up:
   - C{_routes}: the client's own routes, picked by C{_verbs}' rule and run.
   - C{_post}: one JSON C{POST} of a connection on the wire, and what the
     modules above it post through.
+  - C{_batch}: a connection's C{POST}s of one turn, coalesced into one.
   - C{_subscriptions}: a connection's subscriptions to the server's routes.
   - C{_serving}: answering the server's calls on a connection.
   - C{_connection}: L{Connection}, one connection's session and calls.

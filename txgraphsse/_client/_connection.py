@@ -31,7 +31,8 @@ from twisted.python.failure import Failure
 from .. import _messages as messages
 from .._parser import ServerSentEvent
 from ._http import RemoteError
-from ._post import args_of, post_json
+from ._batch import Batcher
+from ._post import args_of
 from ._serving import Serving
 from ._source import ClientClosed, EventSource
 from ._subscriptions import Subscriptions
@@ -161,6 +162,7 @@ class Connection:
         self._subscriptions = Subscriptions(self, self._log)
         self._serving = Serving(self, client, self._log)
         self._posts: set[Deferred[Any]] = set()
+        self._batcher = Batcher(client, url, headers)
         self._event_types = {"message"}
         source.on_error = self._stream_error
         source.on_close = self._stream_closed
@@ -319,9 +321,7 @@ class Connection:
         session: Deferred[str] = (
             succeed(session_id) if session_id is not None else self.when_session()
         )
-        posted = session.addCallback(
-            lambda sid: post_json(self.client, self.url, self._headers, build(sid), sid)
-        )
+        posted = session.addCallback(lambda sid: self._batcher.post(build(sid), sid))
         self._posts.add(posted)
 
         def done(result: object) -> object:

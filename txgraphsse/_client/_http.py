@@ -54,8 +54,10 @@ __all__ = [
     "BodyReader",
     "BytesProducer",
     "Connections",
+    "STATUS_OF",
     "RemoteError",
     "ResponseTooLarge",
+    "entry_error",
     "remote_error",
     "retry_after",
 ]
@@ -90,6 +92,26 @@ class ResponseTooLarge(Exception):
     """
 
 
+#: The HTTP status of each error code of PROTOCOL.md's table, for an error
+#: that comes without one of its own: an entry of a batch's answer.
+STATUS_OF = {
+    "bad_json": 400,
+    "bad_message": 400,
+    "bad_channel": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "no_route": 404,
+    "no_session": 404,
+    "method_not_allowed": 405,
+    "not_pending": 409,
+    "too_large": 413,
+    "bad_content_type": 415,
+    "rate_limited": 429,
+    "route_failed": 500,
+    "unavailable": 503,
+}
+
+
 def remote_error(status: int, body: bytes) -> RemoteError:
     """
     The L{RemoteError} for a refusal with C{status} and C{body}: the server's
@@ -105,6 +127,23 @@ def remote_error(status: int, body: bytes) -> RemoteError:
         value = json.loads(body) if body.strip() else None
     except ValueError:
         value = None
+    return _error_in(value, status, code, message)
+
+
+def entry_error(value: Any) -> RemoteError | None:
+    """
+    The L{RemoteError} that an entry of a batch's answer stands for, with
+    the status its code has in PROTOCOL.md's table; L{None} for an entry
+    that is an answer.
+    """
+    if not isinstance(value, dict) or not isinstance(value.get("error"), dict):
+        return None
+    code = value["error"].get("code")
+    status = STATUS_OF.get(code, 500) if isinstance(code, str) else 500
+    return _error_in(value, status, "http_error", f"HTTP {status}")
+
+
+def _error_in(value: Any, status: int, code: str, message: str) -> RemoteError:
     error = value.get("error") if isinstance(value, dict) else None
     if isinstance(error, dict):
         if isinstance(error.get("code"), str):

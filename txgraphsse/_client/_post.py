@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol, cast
 
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
@@ -25,7 +25,7 @@ from twisted.web.iweb import IResponse
 from .. import _messages as messages
 from ._http import BodyReader, BytesProducer, RemoteError, remote_error
 
-__all__ = ["Link", "args_of", "post_json"]
+__all__ = ["Link", "Poster", "args_of", "encode", "post_payload"]
 
 
 class Link(Protocol):
@@ -53,7 +53,7 @@ class Link(Protocol):
         """
 
 
-class _Poster(Protocol):
+class Poster(Protocol):
     """
     What a C{POST} needs of the client that makes it (the
     L{GraphSSEClient}): read when it is used, so that a change shows at
@@ -86,25 +86,31 @@ def args_of(answer: Any) -> Any:
     return answer.get("args") if isinstance(answer, dict) else None
 
 
-def post_json(
-    client: _Poster,
+def encode(body: Any) -> bytes:
+    """
+    C{body} as the JSON of a C{POST}.
+
+    @raise TypeError: for what JSON cannot carry.
+    @raise ValueError: for numbers that are not JSON (C{NaN}, C{Infinity}).
+    """
+    return messages.dumps(body).encode("utf-8")
+
+
+def post_payload(
+    client: Poster,
     url: str,
     headers: Mapping[str, str],
-    body: Any,
+    payload: bytes,
     session_id: str,
 ) -> Deferred[Any]:
     """
-    C{POST} C{body} as JSON to C{url} with C{headers} and the
+    C{POST} the JSON C{payload} to C{url} with C{headers} and the
     C{X-GraphSSE-Session} header of C{session_id}.
 
     @return: a L{Deferred} firing with the answer's JSON value (L{None} for
         an empty answer); failing with L{RemoteError} for a refusal or an
-        answer that is not JSON, or at once for a body that is not JSON.
+        answer that is not JSON.
     """
-    try:
-        payload = messages.dumps(body).encode("utf-8")
-    except (TypeError, ValueError):
-        return fail()
     sent = Headers()
     for name, value in headers.items():
         sent.addRawHeader(name, value)
@@ -126,7 +132,7 @@ def post_json(
     return requested.addCallback(_read_answer, client)
 
 
-def _read_answer(response: IResponse, client: _Poster) -> Deferred[Any]:
+def _read_answer(response: IResponse, client: Poster) -> Deferred[Any]:
     reader = BodyReader.read(response, client.max_answer)
 
     def parse(body: bytes) -> Any:
