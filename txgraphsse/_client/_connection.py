@@ -30,8 +30,8 @@ from twisted.python.failure import Failure
 
 from .. import _messages as messages
 from .._parser import ServerSentEvent
-from ._http import RemoteError
 from ._batch import Batcher
+from ._http import RemoteError
 from ._post import args_of
 from ._serving import Serving
 from ._source import ClientClosed, EventSource

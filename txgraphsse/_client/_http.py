@@ -51,10 +51,10 @@ from zope.interface import implementer
 from ._waiters import Waiters
 
 __all__ = [
+    "STATUS_OF",
     "BodyReader",
     "BytesProducer",
     "Connections",
-    "STATUS_OF",
     "RemoteError",
     "ResponseTooLarge",
     "entry_error",
