@@ -34,9 +34,14 @@ from __future__ import annotations
 
 import inspect
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+    ISSLTransport,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
@@ -47,6 +52,7 @@ from twisted.web.server import Request, Site
 from ._internals import negotiating_channel
 from ._limits import Limits
 from ._messages import error_body
+from ._quick import QuickRequest, parse_head, quick_resource
 
 __all__ = ["ConnectionGate", "GuardedChannel", "GuardedRequest", "SSESite"]
 
@@ -165,6 +171,14 @@ class GuardedChannel(HTTPChannel):
     _head_bytes = 0
     _head_timer: IDelayedCall | None = None
     _body_timer: IDelayedCall | None = None
+    #: Whether this connection's requests may still be quick ones (see
+    #: L{txgraphsse._quick}): until one is not, when the rest of the
+    #: connection goes the ordinary way.
+    _quick = True
+    _quick_pending = b""
+    _quick_request: QuickRequest | None = None
+    _quick_reading = False
+    _quick_paused = False
 
     @property
     def limits(self) -> Limits:
@@ -217,14 +231,124 @@ class GuardedChannel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self.refused:
             return
+        if self._awaiting_head and not self._counted and not self._count():
+            return
+        if self._quick:
+            self._take_quick(data)
+            return
         if self._awaiting_head:
-            if not self._counted and not self._count():
-                return
-            if self._head_timer is None:
-                self._head_timer = self.callLater(  # type: ignore[no-untyped-call]
-                    self.limits.header_timeout, lambda: self._late("head")
-                )
+            self._start_timer("_head_timer", self.limits.header_timeout, "head")
         super().dataReceived(data)  # type: ignore[no-untyped-call]
+
+    # Quick requests
+
+    def _take_quick(self, data: bytes) -> None:
+        """
+        Answer the quick requests at the start of what has come, and keep a
+        part of one until it is whole; from the first request that is not
+        quick on, everything goes the ordinary way.
+        """
+        pending = self._quick_pending + data if self._quick_pending else data
+        self._quick_pending = b""
+        self._quick_reading = True
+        try:
+            while pending:
+                if self._quick_request is not None:
+                    # Answering: what comes next waits its turn, and past a
+                    # request's worth the connection is not read.
+                    self._quick_pending = pending
+                    transport = self.transport
+                    if len(pending) > self._quick_room() and transport is not None:
+                        self._quick_paused = True
+                        cast(IPushProducer, transport).pauseProducing()
+                    return
+                rest = self._one_quick(pending)
+                if rest is None:
+                    return
+                pending = rest
+        finally:
+            self._quick_reading = False
+
+    def _one_quick(self, pending: bytes) -> bytes | None:
+        """
+        Answer the quick request that C{pending} starts with.
+
+        @return: what is left after it, or L{None} once C{pending} is kept
+            (a request not whole yet) or handed the ordinary way.
+        """
+        self.resetTimeout()  # type: ignore[no-untyped-call]
+        limits = self.limits
+        end = pending.find(b"\r\n\r\n")
+        if end < 0:
+            line = pending.find(b"\r\n")
+            if len(pending) > self._quick_room() or (
+                line >= 0 and not pending.startswith(b"POST ")
+            ):
+                self._ordinary(pending)
+                return None
+            self._quick_pending = pending
+            self._start_timer("_head_timer", limits.header_timeout, "head")
+            return None
+        head = parse_head(pending[:end])
+        site = self.site
+        resource = (
+            None
+            if head is None or site is None
+            else quick_resource(site.resource, head.path)
+        )
+        if (
+            head is None
+            or resource is None
+            or head.length > limits.max_body
+            or end > limits.max_uri + limits.max_header_bytes
+        ):
+            self._ordinary(pending)
+            return None
+        whole = end + 4 + head.length
+        if len(pending) < whole:
+            self._quick_pending = pending
+            self._cancel("_head_timer")
+            self._start_timer("_body_timer", limits.body_timeout, "body")
+            return None
+        self._cancel("_head_timer")
+        self._cancel("_body_timer")
+        request = QuickRequest(head, pending[end + 4 : whole], self, self._quick_done)
+        self._quick_request = request
+        request.render(resource)
+        return pending[whole:]
+
+    def _quick_room(self) -> int:
+        limits = self.limits
+        return limits.max_uri + limits.max_header_bytes + limits.max_body + 4
+
+    def _start_timer(self, name: str, seconds: float, part: str) -> None:
+        if getattr(self, name) is None:
+            setattr(
+                self,
+                name,
+                self.callLater(seconds, lambda: self._late(part)),  # type: ignore[no-untyped-call]
+            )
+
+    def _ordinary(self, pending: bytes) -> None:
+        """
+        Hand C{pending}, and all that follows, to the ordinary path.
+        """
+        self._quick = False
+        self._cancel("_head_timer")
+        self._cancel("_body_timer")
+        self.dataReceived(pending)
+
+    def _quick_done(self, request: QuickRequest) -> None:
+        if self._quick_request is request:
+            self._quick_request = None
+        site = self.site
+        if site is not None:
+            site.log(request)  # type: ignore[arg-type]
+        if self._quick_paused and self.transport is not None:
+            self._quick_paused = False
+            cast(IPushProducer, self.transport).resumeProducing()
+        if not self._quick_reading:
+            self.dataReceived(b"")
 
     def lineReceived(self, line: bytes) -> None:
         if self.refused:
@@ -268,9 +392,7 @@ class GuardedChannel(HTTPChannel):
             return
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
         if length != 0:
-            self._body_timer = self.callLater(  # type: ignore[no-untyped-call]
-                limits.body_timeout, lambda: self._late("body")
-            )
+            self._start_timer("_body_timer", limits.body_timeout, "body")
 
     def allContentReceived(self) -> None:
         self._cancel("_body_timer")
@@ -343,6 +465,9 @@ class GuardedChannel(HTTPChannel):
         self.loseConnection()  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        request, self._quick_request = self._quick_request, None
+        if request is not None:
+            request.connectionLost(reason)
         self._cancel("_head_timer")
         self._cancel("_body_timer")
         self._uncount()

@@ -28,7 +28,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from . import _messages as messages
-from ._auth import AccessDenied, Unauthorized
+from ._auth import AccessDenied, AllowAll, Unauthorized
 from ._channel import check_channel_name
 from ._dispatch import Answer, dispatch
 from ._endpoint import SSEEndpoint
@@ -123,6 +123,16 @@ class SSEResource(Resource):
     def __init__(self, endpoint: SSEEndpoint) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.endpoint = endpoint
+
+    @property
+    def quick_post(self) -> bool:
+        """
+        Whether an L{SSESite} may hand this resource its plainest C{POST}s
+        as quick requests (L{txgraphsse._quick}): when its authorizer reads
+        no request, as the default one; any other is given Twisted's whole
+        C{Request}.
+        """
+        return isinstance(self.endpoint.authorizer, AllowAll)
 
     def _error(self, request: Request, error: ProtocolError) -> bytes:
         request.setResponseCode(error.status)
