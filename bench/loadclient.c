@@ -23,7 +23,8 @@
  *            per session, POST --control (the server starts calling), answer
  *            every runRequest, count answered calls over --duration seconds,
  *            then POST --control-stop
- *   c2s      as s2c, but each POST connection loops route calls
+ *   c2s      as s2c, but each POST connection loops route calls (--batch N:
+ *            N calls in each POST, a JSON array, for servers that take them)
  *            {"route":"echo","args":[k],"sessionId":sid} for --duration
  *
  * Build: gcc -O2 -o loadclient loadclient.c
@@ -111,6 +112,7 @@ static double opt_settle = 0.5;
 static double opt_duration = 5.0;
 static double opt_warmup = 1.0;
 static int opt_inflight = 1000;
+static int opt_batch = 1; /* c2s: calls per POST (>1: a JSON array of them) */
 static const char *opt_dump = NULL;
 /* stream mode: after a poll round that had work, sleep this long so that
  * each read takes several events (arrival times are the kernel's receive
@@ -338,10 +340,19 @@ static void post_enqueue(conn *c, const char *body, size_t blen) {
 static uint64_t echo_counter;
 
 static void c2s_next(conn *c) {
-    char body[160];
-    int n = snprintf(body, sizeof body, "{\"route\":\"echo\",\"args\":[%llu],\"sessionId\":\"%s\"}",
-                     (unsigned long long)++echo_counter, c->peer->sid);
-    post_enqueue(c, body, (size_t)n);
+    char body[160 * 100 + 2];
+    size_t n = 0;
+    int batch = opt_batch;
+    if (batch > 1) body[n++] = '[';
+    for (int i = 0; i < batch; i++) {
+        if (i) body[n++] = ',';
+        n += (size_t)snprintf(body + n, sizeof body - n,
+                              "{\"route\":\"echo\",\"args\":[%llu],\"sessionId\":\"%s\"}",
+                              (unsigned long long)++echo_counter, c->peer->sid);
+    }
+    if (batch > 1) body[n++] = ']';
+    body[n] = 0;
+    post_enqueue(c, body, n);
 }
 
 /* ---- connections ----------------------------------------------------- */
@@ -545,9 +556,11 @@ static void response_done(conn *c) {
     if (c->kind == K_POST) {
         c->busy = 0;
         if (c->status >= 200 && c->status < 300) {
-            c->calls++;
-            calls_total++;
-            if (counting) calls_counted++;
+            /* a c2s POST carries --batch calls; an s2c reply, one */
+            int carried = strcmp(opt_mode, "c2s") ? 1 : opt_batch;
+            c->calls += carried;
+            calls_total += (uint64_t)carried;
+            if (counting) calls_counted += (uint64_t)carried;
         }
         if (!strcmp(opt_mode, "c2s") && counting >= 0) c2s_next(c);
         post_pump(c);
@@ -791,6 +804,7 @@ static void usage(void) {
             "  [--streams N] [--mode stream|idle|s2c|c2s] [--control JSON] [--control-stop JSON]\n"
             "  [--expect EVENTS] [--timeout S] [--settle S] [--duration S] [--warmup S]\n"
             "  [--inflight N] [--control-path /control] [--dump FILE] [--nap-ms MS]\n"
+            "  [--batch N]  (c2s: N calls per POST, as a JSON array; 1 to 100)\n"
             "  --dump writes one line per event: stream index, send ns, arrival ns, read ns\n");
     exit(2);
 }
@@ -802,7 +816,8 @@ int main(int argc, char **argv) {
         {"control", 1, 0, 'c'},  {"control-stop", 1, 0, 'C'}, {"expect", 1, 0, 'e'},
         {"timeout", 1, 0, 't'},  {"settle", 1, 0, 's'},       {"duration", 1, 0, 'd'},
         {"warmup", 1, 0, 'w'},   {"inflight", 1, 0, 'f'},     {"control-path", 1, 0, 'x'},
-        {"dump", 1, 0, 'D'},     {"nap-ms", 1, 0, 'N'},       {0, 0, 0, 0}};
+        {"dump", 1, 0, 'D'},     {"nap-ms", 1, 0, 'N'},       {"batch", 1, 0, 'B'},
+        {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
         switch (o) {
@@ -823,6 +838,10 @@ int main(int argc, char **argv) {
         case 'x': opt_control_path = optarg; break;
         case 'D': opt_dump = optarg; break;
         case 'N': opt_nap_ms = atof(optarg); break;
+        case 'B':
+            opt_batch = atoi(optarg);
+            if (opt_batch < 1 || opt_batch > 100) usage();
+            break;
         default: usage();
         }
     }

@@ -95,6 +95,11 @@ SCENARIOS = {
 TWISTED = ("txgraphsse", "twisted-plain")
 #: Scenario (e) compares txgraphsse with the bare Twisted POST echo only.
 CALL_SERVERS = ("txgraphsse", "twisted-plain")
+#: The servers that take a JSON array of calls in one POST; (e) measures
+#: them batched too, beside the others' unbatched calls.
+BATCH_SERVERS = ("txgraphsse",)
+#: Calls in each batched POST of (e): 10 calls in flight per session.
+CALL_BATCH = 10
 
 
 def log(message: str) -> None:
@@ -519,8 +524,13 @@ def measure(
             records.append(data)
         elif scenario == "e":
             sessions = opts.call_sessions
-            for mode in ("s2c", "c2s"):
+            modes = ["s2c", "c2s"]
+            if server in BATCH_SERVERS:
+                modes.append("c2s-batch")
+            for mode in modes:
                 extra = []
+                if mode == "c2s-batch":
+                    extra = ["--batch", str(CALL_BATCH)]
                 if mode == "s2c":
                     extra = [
                         "--control",
@@ -534,7 +544,7 @@ def measure(
                         "--streams",
                         str(sessions),
                         "--mode",
-                        mode,
+                        mode.removesuffix("-batch"),
                         "--settle",
                         "0.5",
                         "--warmup",
@@ -618,6 +628,10 @@ METRICS: dict[str, list[tuple[str, str, str, bool]]] = {
         ("per_s", "client→server run calls/s", "{:,.0f}", True),
         ("cpu_us_per", "server CPU µs/call", "{:.0f}", False),
     ],
+    "e-c2s-batch": [
+        ("per_s", "client→server run calls/s", "{:,.0f}", True),
+        ("cpu_us_per", "server CPU µs/call", "{:.0f}", False),
+    ],
     "f": [
         ("per_s", "deliveries/s", "{:,.0f}", True),
         ("cpu_us_per", "server CPU µs/delivery", "{:.2f}", False),
@@ -633,6 +647,11 @@ TITLES = {
     "d": "(d) Accepting {n:,} streams (client keeps ≤1,000 handshakes in flight)",
     "e-s2c": "(e) Calls, server→client: {calls} sessions, `run` round trips",
     "e-c2s": "(e) Calls, client→server: {calls} sessions, POSTed route calls",
+    "e-c2s-batch": (
+        "(e) Calls, client→server, batched: {calls} sessions, "
+        + str(CALL_BATCH)
+        + " calls in each POST (servers without batches: one per POST, as above)"
+    ),
     "f": "(f) Targeted push: one 64-byte event to each of {n:,} sessions by id",
 }
 
@@ -740,7 +759,12 @@ def report(
     for name in opts.servers:
         w(f"- **{name}**: {SERVERS[name]['what']}")
     w("")
-    for key in ("a", "b", "c", "d", "e-s2c", "e-c2s", "f"):
+    if "e-c2s-batch" in groups:
+        # Beside the batched calls, the peers' own, one call per POST.
+        for server, recs in groups.get("e-c2s", {}).items():
+            if server not in BATCH_SERVERS:
+                groups["e-c2s-batch"].setdefault(server, recs)
+    for key in ("a", "b", "c", "d", "e-s2c", "e-c2s", "e-c2s-batch", "f"):
         if key not in groups:
             continue
         by_server = groups[key]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
 
 def payload(size: int) -> dict[str, object]:
@@ -75,15 +76,18 @@ def twisted_quiet() -> None:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
-def twisted_site(root: object, nodelay: bool = False) -> object:
+def twisted_site(
+    root: object, nodelay: bool = False, base: Any = None, **kwargs: Any
+) -> object:
     """
-    A twisted.web Site without the access log (one log line per finished
-    request), optionally with TCP_NODELAY on every connection (Twisted
-    leaves Nagle on; Node and asyncio/uvloop turn it off).
+    A twisted.web Site (or a C{base} class of site, built with C{kwargs})
+    without the access log (one log line per finished request), optionally
+    with TCP_NODELAY on every connection (Twisted leaves Nagle on; Node and
+    asyncio/uvloop turn it off).
     """
     from twisted.web.server import Site
 
-    class BenchSite(Site):
+    class BenchSite(base or Site):  # type: ignore[misc]
         def log(self, request: object) -> None:
             pass
 
@@ -99,4 +103,4 @@ def twisted_site(root: object, nodelay: bool = False) -> object:
                 protocol.makeConnection = makeConnection  # type: ignore[method-assign]
             return protocol
 
-    return BenchSite(root)
+    return BenchSite(root, **kwargs)

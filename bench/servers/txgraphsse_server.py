@@ -5,7 +5,10 @@ Features stay on while measured: JSON messages through ``endpoint.send``
 (the default channel's broadcast), event ids and history (``--history``,
 1000 events by default), session ids (``setId``), keep-alive, the
 back-channel with the built-in ``echo`` route, and server-to-client calls
-through ``endpoint.run``.
+through ``endpoint.run``.  It is served by ``SSESite``, as ``twistd
+graphsse`` serves it, with the caps on connections that are not streams yet
+lifted: the load client opens every stream from one address, up to 1,000
+handshakes at a time, which the default per-address cap (256) would refuse.
 
 Run: python bench/servers/txgraphsse_server.py [--port 0]
 """
@@ -31,7 +34,7 @@ from twisted.internet.task import LoopingCall
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from txgraphsse import SSEBackend, SSEEndpoint
+from txgraphsse import Limits, SSEBackend, SSEEndpoint, SSESite
 
 
 class Control(Resource):
@@ -98,13 +101,14 @@ def main() -> None:
     args = arguments()
     twisted_quiet()
     backend = SSEBackend(reactor)
-    endpoint = backend.setup_sse("/sse", history=args.history)
+    limits = Limits(max_connecting_per_address=None, max_connecting=None)
+    endpoint = backend.setup_sse("/sse", history=args.history, limits=limits)
     root = Resource()
     root.putChild(b"sse", endpoint.resource)
     root.putChild(b"control", Control(endpoint))
     port = reactor.listenTCP(  # type: ignore[attr-defined]
         args.port,
-        twisted_site(root, args.nodelay),
+        twisted_site(root, args.nodelay, base=SSESite, limits=limits, reactor=reactor),
         backlog=args.backlog,
         interface=args.host,
     )
