@@ -16,10 +16,11 @@ from typing import Any
 from twisted.internet import abstract, tcp
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.internet.testing import EventLoggingObserver, MemoryReactor
-from twisted.logger import globalLogPublisher
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgraphsse import SSEClient, _internals
+from txgraphsse._logging import QuickLogger
 
 from . import test_integration as integration
 from .test_integration import RawHTTP, _reactor, dechunk
@@ -112,6 +113,58 @@ class ProbeTests(SynchronousTestCase):
         connection.TLS = False
         self.patch(_internals, "FAST_PATH", False)
         self.assertIsNone(_internals.direct_transport(connection))
+
+
+class QuickLoggerTests(SynchronousTestCase):
+    """
+    L{QuickLogger} emits what Twisted's L{Logger} emits.
+    """
+
+    def _emitted(self, logger: Logger, level: Any, **fields: Any) -> list[Any]:
+        events: list[Any] = []
+        bound = type(logger)("ns", source="src", observer=events.append)
+        bound.emit(level, "{a} and {b}", **fields)
+        return events
+
+    def test_same_events(self) -> None:
+        """
+        At every level, the same keys and values, but for the time and the
+        logger itself, which is a L{QuickLogger}.
+        """
+        for level in LogLevel.iterconstants():
+            (ours,) = self._emitted(QuickLogger(), level, a=1, b="two")
+            (theirs,) = self._emitted(Logger(), level, a=1, b="two")
+            for event in (ours, theirs):
+                self.assertIsInstance(event.pop("log_time"), float)
+            self.assertIsInstance(ours.pop("log_logger"), QuickLogger)
+            theirs.pop("log_logger")
+            self.assertEqual(ours, theirs)
+            self.assertEqual(ours["log_level"], level)
+
+    def test_bad_level(self) -> None:
+        """
+        A level that is not a L{LogLevel} is reported as Twisted reports
+        it: a critical failure, not the event.
+        """
+        (ours,) = self._emitted(QuickLogger(), "loud", a=1, b=2)
+        (theirs,) = self._emitted(Logger(), "loud", a=1, b=2)
+        self.assertEqual(ours["log_level"], LogLevel.critical)
+        self.assertEqual(ours["log_format"], theirs["log_format"])
+        self.assertEqual(
+            type(ours["log_failure"].value), type(theirs["log_failure"].value)
+        )
+
+    def test_bound_as_a_descriptor(self) -> None:
+        """
+        As a class attribute it binds as L{Logger} does, and stays quick.
+        """
+
+        class Holder:
+            log = QuickLogger()
+
+        bound = Holder().log
+        self.assertIsInstance(bound, QuickLogger)
+        self.assertIsInstance(bound.source, Holder)
 
 
 class TLSContextTests(SynchronousTestCase):

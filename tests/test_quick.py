@@ -1,10 +1,11 @@
 """
 Tests for quick requests (L{txgraphsse._quick}): the plainest back-channel
-C{POST}s, read whole by an L{SSESite}'s channel and answered without a
-Twisted C{Request}.  Over real sockets on 127.0.0.1, each is answered as the
-ordinary path answers it; what is not plain goes the ordinary way, on the
-same connection; pipelined requests are answered in order; deadlines and
-C{Connection: close} hold.
+C{POST}s and stream C{GET}s, read by an L{SSESite}'s channel and answered
+without a Twisted C{Request}.  Over real sockets on 127.0.0.1, each is
+answered as the ordinary path answers it; what is not plain goes the
+ordinary way, on the same connection; pipelined requests are answered in
+order; deadlines and C{Connection: close} hold; a quick stream is counted,
+timed and ended as an ordinary one.
 """
 
 from __future__ import annotations
@@ -94,17 +95,21 @@ class QuickCase(_RealSocketCase):
         _CountedRequest.made = 0
 
     def quick_site(
-        self, limits: Limits | None = None, **options: Any
+        self,
+        limits: Limits | None = None,
+        timeout: float | None = None,
+        **options: Any,
     ) -> tuple[SSEEndpoint, str]:
         chosen = limits or Limits()
         endpoint, plain = self.endpoint_site(limits=chosen, **options)
-        site = SSESite(
+        self.site = SSESite(
             plain.resource,
             limits=chosen,
             reactor=_reactor(),
             requestFactory=_CountedRequest,
+            timeout=timeout,
         )
-        return endpoint, self.listen(site)
+        return endpoint, self.listen(self.site)
 
     async def exchange(self, url: str, data: bytes, count: int) -> list[Any]:
         """
@@ -336,6 +341,180 @@ class QuickAnswerTests(QuickCase):
         self.assertEqual(_CountedRequest.made, 1)
 
 
+def _stream_get(query: bytes = b"", *headers: bytes) -> bytes:
+    lines = [b"GET /sse" + query + b" HTTP/1.1", b"Host: 127.0.0.1"]
+    lines.extend(headers or (b"Accept: text/event-stream",))
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _shows(raw: RawHTTP, needle: bytes) -> Any:
+    """
+    A test of whether C{raw}'s stream has shown C{needle} yet.
+    """
+    return lambda: needle in _events(raw)
+
+
+def _events(raw: RawHTTP) -> bytes:
+    """
+    The stream's payload so far, chunks undone.
+    """
+    return dechunk(raw.head()[2])[0]
+
+
+class QuickStreamTests(QuickCase):
+    """
+    A stream opened by a quick C{GET} is the stream an ordinary one is.
+    """
+
+    async def test_same_stream(self) -> None:
+        """
+        The head and the events (a replay after C{lastEventId}, the session
+        id, then what is published) are those of the ordinary path, and no
+        Twisted request is made.
+        """
+        streams = []
+        for quick in (True, False):
+            if quick:
+                endpoint, url = self.quick_site(channels=["news"], history=10)
+            else:
+                endpoint, plain = self.endpoint_site(channels=["news"], history=10)
+                url = self.listen(plain)
+            endpoint.channels["news"].broadcast("one")
+            endpoint.channels["news"].broadcast("two")
+            raw = await self.raw(url, _stream_get(b"?channels=news&lastEventId=gone"))
+            await raw.until(_shows(raw, b"setId"))
+            (session,) = endpoint.sessions.values()
+            endpoint.channels["news"].broadcast("three")
+            await raw.until(_shows(raw, b"three"))
+            status, headers, _ = raw.head()
+            streams.append(
+                (
+                    status,
+                    {k: headers[k] for k in _STREAM_HEADERS},
+                    _without_ids(_events(raw).replace(session.id.encode(), b"ID")),
+                    session.channels,
+                )
+            )
+            if quick:
+                self.assertEqual(_CountedRequest.made, 0)
+        self.assertEqual(streams[0], streams[1])
+
+    async def test_not_counted_as_connecting(self) -> None:
+        """
+        Once it streams, a quick stream's connection no longer counts as
+        one that is coming in: an address capped at one such connection
+        opens three streams.
+        """
+        endpoint, url = self.quick_site(Limits(max_connecting_per_address=1))
+        for _ in range(3):
+            raw = await self.raw(url, _stream_get())
+            await raw.until(_shows(raw, b"setId"))
+        self.assertEqual(len(endpoint.sessions), 3)
+        self.assertEqual(self.site.gate.count("127.0.0.1"), 0)
+
+    async def test_idle_timeout_spares_it(self) -> None:
+        """
+        The site's idle timeout does not end a quick stream.
+        """
+        endpoint, url = self.quick_site(timeout=0.1, keepalive=0)
+        raw = await self.raw(url, _stream_get())
+        await raw.until(_shows(raw, b"setId"))
+        await deferLater(_reactor(), 0.4, lambda: None)
+        self.assertTrue(raw.connected)
+        self.assertEqual(len(endpoint.sessions), 1)
+
+    async def test_ended_then_kept_alive(self) -> None:
+        """
+        A stream the server ends is ended with the last chunk; the
+        connection stays open and takes the next request, still quick.
+        """
+        endpoint, url = self.quick_site()
+        raw = await self.raw(url, _stream_get())
+        await raw.until(_shows(raw, b"setId"))
+        (session,) = endpoint.sessions.values()
+        session.close()
+        await raw.until(lambda: dechunk(raw.head()[2])[1])
+        self.assertEqual(endpoint.sessions, {})
+        raw.data.clear()
+        assert raw.transport is not None
+        raw.transport.write(post(b'{"route":"echo","args":9}'))
+        await raw.until(lambda: len(_complete(raw)) == 1)
+        ((_, _, body),) = _complete(raw)
+        self.assertEqual(json.loads(body), {"args": 9})
+        self.assertEqual(_CountedRequest.made, 0)
+
+    async def test_client_goes(self) -> None:
+        """
+        A client that closes its quick stream ends its session.
+        """
+        endpoint, url = self.quick_site()
+        raw = await self.raw(url, _stream_get())
+        await raw.until(_shows(raw, b"setId"))
+        (session,) = endpoint.sessions.values()
+        assert raw.transport is not None
+        raw.transport.loseConnection()
+        await _poll_until(lambda: not endpoint.sessions)
+        self.assertEqual(session.close_reason, "client disconnected")
+
+    async def test_connection_close(self) -> None:
+        """
+        A stream asked for with C{Connection: close} says so, and its end
+        closes the connection.
+        """
+        endpoint, url = self.quick_site()
+        raw = await self.raw(
+            url, _stream_get(b"", b"Accept: text/event-stream", b"Connection: close")
+        )
+        await raw.until(_shows(raw, b"setId"))
+        self.assertEqual(raw.head()[1][b"connection"], [b"close"])
+        (session,) = endpoint.sessions.values()
+        session.close()
+        await raw.until_lost()
+
+    async def test_refused_stream_whole(self) -> None:
+        """
+        A refused quick stream is answered whole, with its length.
+        """
+        _, url = self.quick_site(Limits(max_sessions=0))
+        raw = await self.raw(url, _stream_get())
+        await raw.until(lambda: b"unavailable" in raw.head()[2])
+        status, headers, body = raw.head()
+        self.assertEqual(status, b"HTTP/1.1 200 OK")
+        self.assertEqual(headers[b"content-length"], [b"%d" % len(body)])
+        self.assertNotIn(b"transfer-encoding", headers)
+
+    async def test_connection_callbacks_get_a_twisted_request(self) -> None:
+        """
+        An endpoint with a connection callback opens its streams through
+        Twisted's whole request, which the callback is handed.
+        """
+        seen: list[Any] = []
+        endpoint, url = self.quick_site()
+        endpoint.on_connection = lambda session, ep, sid, request: seen.append(
+            request.getHeader(b"x-who")
+        )
+        raw = await self.raw(url, _stream_get(b"", b"X-Who: me"))
+        await raw.until(_shows(raw, b"setId"))
+        self.assertEqual(seen, [b"me"])
+        self.assertEqual(_CountedRequest.made, 1)
+
+
+def _without_ids(events: bytes) -> bytes:
+    return b"\n".join(
+        line for line in events.split(b"\n") if not line.startswith(b"id:")
+    )
+
+
+#: The stream headers both paths must send alike.
+_STREAM_HEADERS = (
+    b"content-type",
+    b"cache-control",
+    b"x-accel-buffering",
+    b"transfer-encoding",
+    b"connection",
+)
+
+
 async def _poll_until(predicate: Any) -> None:
     clock = _clock()
     deadline = clock.seconds() + 5
@@ -360,9 +539,9 @@ class ParseHeadTests(SynchronousTestCase):
 
     def test_not_quick(self) -> None:
         """
-        Other methods, HTTP/1.0, queries, escapes, no or a bad length,
-        chunked, C{Expect}, repeated, folded or spaced headers, and no
-        C{Host} go the ordinary way.
+        Other methods, a C{GET} with a body, HTTP/1.0, a C{POST}'s query,
+        escapes, no or a bad length, chunked, C{Expect}, repeated, folded
+        or spaced headers, and no C{Host} go the ordinary way.
         """
         base = b"Host: x\r\nContent-Length: 2"
         for head in (
@@ -380,8 +559,23 @@ class ParseHeadTests(SynchronousTestCase):
             b"POST /sse HTTP/1.1\r\n" + base + b"\r\nX-A : b",
             b"POST /sse HTTP/1.1\r\nContent-Length: 2",
             b"POST  /sse HTTP/1.1\r\n" + base,
+            b"PUT /sse HTTP/1.1\r\n" + base,
+            b"HEAD /sse HTTP/1.1\r\nHost: x",
+            b"GET /s%73e?a=1 HTTP/1.1\r\nHost: x",
         ):
             self.assertIsNone(parse_head(head), head)
+
+    def test_plain_get(self) -> None:
+        """
+        A stream's C{GET} is quick with a query (kept apart from the path)
+        and no body.
+        """
+        head = parse_head(b"GET /sse?channels=a%2Cb HTTP/1.1\r\nHost: x")
+        assert head is not None
+        self.assertEqual(
+            (head.method, head.path, head.query, head.uri, head.length),
+            (b"GET", b"/sse", b"channels=a%2Cb", b"/sse?channels=a%2Cb", 0),
+        )
 
 
 class QuickResourceTests(SynchronousTestCase):
@@ -395,6 +589,7 @@ class QuickResourceTests(SynchronousTestCase):
         root.putChild(b"api", api)
         api.putChild(b"sse", endpoint.resource)
         self.assertIs(quick_resource(root, b"/api/sse"), endpoint.resource)
+        self.assertIs(quick_resource(root, b"/api/sse", b"GET"), endpoint.resource)
         self.assertIsNone(quick_resource(root, b"/api/sse/x"))
         self.assertIsNone(quick_resource(root, b"/api"))
         self.assertIsNone(quick_resource(root, b"/other"))

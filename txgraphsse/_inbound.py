@@ -179,6 +179,8 @@ class GuardedChannel(HTTPChannel):
     _quick_request: QuickRequest | None = None
     _quick_reading = False
     _quick_paused = False
+    _quick_timeout: float | None = None
+    _peer: Any = None
 
     @property
     def limits(self) -> Limits:
@@ -211,7 +213,7 @@ class GuardedChannel(HTTPChannel):
         gate = self._gate()
         if gate is None:
             return True
-        peer = self.transport.getPeer() if self.transport is not None else None
+        peer = self.peer()
         self._address = str(getattr(peer, "host", peer))
         why = gate.admit(self._address)
         if why is not None:
@@ -219,6 +221,17 @@ class GuardedChannel(HTTPChannel):
             return False
         self._counted = True
         return True
+
+    def peer(self) -> Any:
+        """
+        The transport's C{getPeer()}, asked once: a TCP transport makes a
+        new address each time, and the quick requests of one connection
+        each ask.
+        """
+        peer = self._peer
+        if peer is None and self.transport is not None:
+            peer = self._peer = self.transport.getPeer()
+        return peer
 
     def _uncount(self) -> None:
         gate = self._gate()
@@ -282,7 +295,7 @@ class GuardedChannel(HTTPChannel):
         if end < 0:
             line = pending.find(b"\r\n")
             if len(pending) > self._quick_room() or (
-                line >= 0 and not pending.startswith(b"POST ")
+                line >= 0 and not pending.startswith((b"POST ", b"GET "))
             ):
                 self._ordinary(pending)
                 return None
@@ -294,7 +307,7 @@ class GuardedChannel(HTTPChannel):
         resource = (
             None
             if head is None or site is None
-            else quick_resource(site.resource, head.path)
+            else quick_resource(site.resource, head.path, head.method)
         )
         if (
             head is None
@@ -312,7 +325,9 @@ class GuardedChannel(HTTPChannel):
             return None
         self._cancel("_head_timer")
         self._cancel("_body_timer")
-        request = QuickRequest(head, pending[end + 4 : whole], self, self._quick_done)
+        request = QuickRequest(
+            head, pending[end + 4 : whole], self, self._quick_done, self._quick_stream
+        )
         self._quick_request = request
         request.render(resource)
         return pending[whole:]
@@ -338,9 +353,22 @@ class GuardedChannel(HTTPChannel):
         self._cancel("_body_timer")
         self.dataReceived(pending)
 
+    def _quick_stream(self) -> None:
+        """
+        The quick request's answer is a stream: no longer a connection that
+        is still coming in, and not idle while it streams.
+        """
+        self._streaming = True
+        self._uncount()
+        self._quick_timeout = self.setTimeout(None)  # type: ignore[no-untyped-call]
+
     def _quick_done(self, request: QuickRequest) -> None:
         if self._quick_request is request:
             self._quick_request = None
+        if self._streaming:
+            self._streaming = False
+            if self._quick_timeout:
+                self.setTimeout(self._quick_timeout)  # type: ignore[no-untyped-call]
         site = self.site
         if site is not None:
             site.log(request)  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from twisted.web.server import Request
 from . import _messages as messages
 from ._broker import Replay
 from ._encoder import encode_event, encode_retry
+from ._quick import QuickRequest
 
 __all__ = [
     "encode_refusal",
@@ -96,6 +97,12 @@ def slim(request: Request, keep: tuple[bytes, ...] | None) -> None:
     each one cost.
     """
     if not request.startedWriting:
+        return
+    if isinstance(request, QuickRequest):
+        request.responseHeaders.clear()
+        request.content = None
+        if keep is not None:
+            request.keep_headers(keep)
         return
     request.responseHeaders = Headers()
     content = request.content

@@ -1,23 +1,27 @@
 # -*- test-case-name: tests.test_quick -*-
 """
 The quick way in: a back-channel C{POST} read whole from a connection's
-bytes, answered without Twisted's general request machinery.
+bytes, or a stream's C{GET}, answered without Twisted's general request
+machinery.
 
 A call is the thing this server does most that costs most: through
 C{twisted.web} every one builds a full C{Request}, parses its headers into
 C{Headers}, its content type, its path twice, formats a C{Date} and a
-C{Server} header, and walks the resource tree.  For the plainest and
-commonest request, a keep-alive C{POST} of a JSON message with a
-C{Content-Length} to a resource that says it takes them this way
-(L{quick_resource}), the channel instead hands its head and body to
-L{QuickRequest}, which offers the resource the part of C{Request} its
-C{POST} path reads and writes, and writes the answer in one send.
+C{Server} header, and walks the resource tree; so does every stream that
+opens.  For the plainest and commonest requests, a keep-alive C{POST} of a
+JSON message with a C{Content-Length}, or a C{GET} without a body, to a
+resource that says it takes them this way (L{quick_resource}), the channel
+instead hands its head and body to L{QuickRequest}, which offers the
+resource the part of C{Request} its C{POST} and C{GET} paths read and
+write.  A C{POST}'s answer goes in one send; a C{GET}'s (a stream) goes as
+Twisted's would, its head at the first write and the rest chunk-framed.
 
 Anything else, or anything unusual about it (chunked, C{Expect}, a
-repeated or folded header, HTTP/1.0, a query, an escaped path, a resource
-that does not take quick requests), goes the ordinary way, untouched: a
-quick request is never a different answer, only a cheaper one.  This module
-knows HTTP/1.1 heads and resources by their C{children}; never endpoints.
+repeated or folded header, HTTP/1.0, a query on a C{POST}, an escaped path,
+a resource that does not take quick requests), goes the ordinary way,
+untouched: a quick request is never a different answer, only a cheaper
+one.  This module knows HTTP/1.1 heads and resources by their C{children};
+never endpoints.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ISSLTransport
-from twisted.web.http import RESPONSES
+from twisted.web.http import RESPONSES, parse_qs
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -39,7 +43,10 @@ from twisted.web.server import NOT_DONE_YET
 __all__ = ["Head", "QuickRequest", "parse_head", "quick_resource"]
 
 _POST = b"POST"
+_GET = b"GET"
 _HTTP11 = b"HTTP/1.1"
+#: The attribute by which a resource says it takes a method's quick requests.
+_TAKES = {_POST: "quick_post", _GET: "quick_get"}
 #: Headers whose presence sends a request the ordinary way.
 _ORDINARY = (b"transfer-encoding", b"expect", b"upgrade")
 
@@ -48,15 +55,28 @@ class Head:
     """
     The parts of a request's head that a quick request needs.
 
-    @ivar path: the request's path, which has no query and no escapes.
+    @ivar method: C{POST} or C{GET}.
+    @ivar uri: the request's target as it came.
+    @ivar path: its path, which has no escapes.
+    @ivar query: its query (a C{GET}'s only), without the C{?}.
     @ivar headers: its headers, by lower-case name; none is repeated.
-    @ivar length: its C{Content-Length}.
+    @ivar length: its C{Content-Length} (a C{GET}'s is 0).
     """
 
-    __slots__ = ("headers", "length", "path")
+    __slots__ = ("headers", "length", "method", "path", "query", "uri")
 
-    def __init__(self, path: bytes, headers: dict[bytes, bytes], length: int) -> None:
+    def __init__(
+        self,
+        path: bytes,
+        headers: dict[bytes, bytes],
+        length: int,
+        method: bytes = _POST,
+        query: bytes = b"",
+    ) -> None:
+        self.method = method
         self.path = path
+        self.query = query
+        self.uri = path + b"?" + query if query else path
         self.headers = headers
         self.length = length
 
@@ -68,10 +88,15 @@ def parse_head(head: bytes) -> Head | None:
     """
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ")
-    if len(parts) != 3 or parts[0] != _POST or parts[2] != _HTTP11:
+    if len(parts) != 3 or parts[0] not in _TAKES or parts[2] != _HTTP11:
         return None
-    path = parts[1]
-    if not path.startswith(b"/") or b"?" in path or b"%" in path:
+    method = parts[0]
+    path, _, query = parts[1].partition(b"?")
+    if (
+        not path.startswith(b"/")
+        or b"%" in path
+        or (method == _POST and parts[1] != path)
+    ):
         return None
     headers: dict[bytes, bytes] = {}
     for line in lines[1:]:
@@ -83,19 +108,24 @@ def parse_head(head: bytes) -> Head | None:
             return None
         headers[key] = value.strip()
     length = headers.get(b"content-length")
+    if method == _GET:
+        # A stream's request has no body.
+        if length not in (None, b"0"):
+            return None
+        length = b"0"
     if length is None or not length.isdigit() or b"host" not in headers:
         return None
     if any(name in headers for name in _ORDINARY):
         return None
-    return Head(path, headers, int(length))
+    return Head(path, headers, int(length), method, query)
 
 
-def quick_resource(root: Any, path: bytes) -> Any:
+def quick_resource(root: Any, path: bytes, method: bytes = _POST) -> Any:
     """
-    The resource at C{path} below C{root} if it takes quick requests (its
-    C{quick_post} is true) and the way there is plain C{putChild}
-    children, each found as C{Resource.getChildWithDefault} would;
-    else L{None}.
+    The resource at C{path} below C{root} if it takes quick requests of
+    C{method} (its C{quick_post} or C{quick_get} is true) and the way there
+    is plain C{putChild} children, each found as
+    C{Resource.getChildWithDefault} would; else L{None}.
     """
     node = root
     for segment in path[1:].split(b"/"):
@@ -108,7 +138,7 @@ def quick_resource(root: Any, path: bytes) -> Any:
         node = node.children.get(segment)
         if node is None:
             return None
-    return node if getattr(node, "quick_post", False) else None
+    return node if getattr(node, _TAKES[method], False) else None
 
 
 class _Clock:
@@ -131,20 +161,35 @@ class _Clock:
 _clock = _Clock()
 
 
+class _ResponseHeaders(dict[bytes, bytes]):
+    """
+    The headers of a quick request's answer, by lower-case name.
+    """
+
+    def hasHeader(self, name: bytes) -> bool:
+        return name.lower() in self
+
+
 class QuickRequest:
     """
-    A C{POST} read whole, as its resource sees it: the part of
-    C{twisted.web.server.Request} that a resource's C{POST} path uses.
+    A C{POST} read whole, or a C{GET}, as its resource sees it: the part of
+    C{twisted.web.server.Request} that a resource's C{POST} and C{GET}
+    paths use.
+
+    A C{POST}'s answer is kept until L{finish}, then written in one send.
+    A C{GET}'s goes as Twisted's does: its head at the first L{write} (with
+    C{Transfer-Encoding: chunked}), what follows chunk-framed; a body the
+    resource returns from C{render} is still sent whole, with its length.
 
     @ivar code: the status of the answer.
     @ivar finished: whether the answer has been written.
+    @ivar chunked: whether the answer is going out chunk-framed.
+    @ivar startedWriting: whether its head has gone out.
     """
 
-    method = _POST
     clientproto = _HTTP11
     postpath: list[bytes] = []
     prepath: list[bytes] = []
-    args: dict[bytes, list[bytes]] = {}
 
     def __init__(
         self,
@@ -152,21 +197,41 @@ class QuickRequest:
         body: bytes,
         channel: Any,
         done: Callable[[QuickRequest], None],
+        streaming: Callable[[], None] | None = None,
     ) -> None:
-        self.uri = self.path = head.path
+        self.method = head.method
+        self.uri = head.uri
+        self.path = head.path
+        self._query = head.query
+        self._args: dict[bytes, list[bytes]] | None = None
         self._head = head.headers
-        self.content = BytesIO(body)
+        self.content: BytesIO | None = BytesIO(body)
         self.channel = channel
         self.code = 200
         self.sentLength = 0
         self.finished = False
-        self._out: dict[bytes, bytes] = {}
+        self.chunked = False
+        self.startedWriting = False
+        self.responseHeaders: Any = _ResponseHeaders()
+        self._close = self._head.get(b"connection") == b"close"
+        if self._close:
+            self.responseHeaders[b"connection"] = b"close"
         self._body: list[bytes] = []
         self._done = done
+        self._streaming = streaming
         self._finish_waiters: list[Deferred[None]] | None = None
         self._requestHeaders: Headers | None = None
 
     # What the resource reads
+
+    @property
+    def args(self) -> dict[bytes, list[bytes]]:
+        """
+        The query's arguments, as C{Request.args} has them.
+        """
+        if self._args is None:
+            self._args = parse_qs(self._query, 1) if self._query else {}
+        return self._args
 
     def getHeader(self, name: bytes) -> bytes | None:
         return self._head.get(name.lower())
@@ -179,8 +244,16 @@ class QuickRequest:
             )
         return self._requestHeaders
 
+    def keep_headers(self, names: tuple[bytes, ...]) -> None:
+        """
+        Let go of the request's headers other than C{names}.
+        """
+        kept = {name.lower() for name in names}
+        self._head = {k: v for k, v in self._head.items() if k in kept}
+        self._requestHeaders = None
+
     def getClientAddress(self) -> IPv4Address | IPv6Address:
-        peer: IPv4Address | IPv6Address = self.channel.transport.getPeer()
+        peer: IPv4Address | IPv6Address = self.channel.peer()
         return peer
 
     def isSecure(self) -> bool:
@@ -192,10 +265,42 @@ class QuickRequest:
         self.code = code
 
     def setHeader(self, name: bytes, value: bytes) -> None:
-        self._out[name.lower()] = value
+        self.responseHeaders[name.lower()] = value
 
     def write(self, data: bytes) -> None:
-        self._body.append(data)
+        if self.method != _GET:
+            # A POST's answer: sent whole.
+            self._body.append(data)
+            return
+        if not self.startedWriting:
+            self._start_stream()
+        if data:
+            self.sentLength += len(data)
+            self.channel.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _start_stream(self) -> None:
+        self.startedWriting = True
+        self.chunked = True
+        self.responseHeaders[b"transfer-encoding"] = b"chunked"
+        self.channel.write(self._head_bytes())
+        if self._streaming is not None:
+            self._streaming()
+
+    def _head_bytes(self) -> bytes:
+        head = [
+            b"HTTP/1.1 %d %s" % (self.code, RESPONSES.get(self.code, b"Unknown")),
+            b"date: " + _clock.date(),
+        ]
+        head.extend(
+            name + b": " + value for name, value in self.responseHeaders.items()
+        )
+        return b"\r\n".join(head) + b"\r\n\r\n"
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.channel.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self.channel.unregisterProducer()
 
     def notifyFinish(self) -> Deferred[None]:
         waiter: Deferred[None] = Deferred()
@@ -210,34 +315,37 @@ class QuickRequest:
         """
         body = resource.render(self)
         if body is not NOT_DONE_YET:
-            self.write(body)
+            # What render returns goes whole, with its length, unless the
+            # head has gone out already.
+            if self.startedWriting:
+                self.write(body)
+            else:
+                self._body.append(body)
             self.finish()
 
     def finish(self) -> None:
         """
-        Write the answer in one send: the status line, the headers set, a
-        C{Content-Length} and a C{Date}, and the body.
+        End the answer: a streamed one with its last chunk; else, in one
+        send, the status line, the headers set, a C{Content-Length} and a
+        C{Date}, and the body.
         """
         if self.finished:
             return
         self.finished = True
-        body = b"".join(self._body)
-        self.sentLength = len(body)
-        head = [
-            b"HTTP/1.1 %d %s" % (self.code, RESPONSES.get(self.code, b"Unknown")),
-            b"date: " + _clock.date(),
-        ]
-        self._out[b"content-length"] = b"%d" % len(body)
-        head.extend(name + b": " + value for name, value in self._out.items())
-        close = self.getHeader(b"connection") == b"close"
-        if close:
-            head.append(b"connection: close")
         transport = self.channel.transport
-        if transport is not None:
-            transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        if self.startedWriting:
+            if transport is not None:
+                transport.write(b"0\r\n\r\n")
+        else:
+            body = b"".join(self._body)
+            self._body = []
+            self.sentLength = len(body)
+            self.responseHeaders[b"content-length"] = b"%d" % len(body)
+            if transport is not None:
+                transport.write(self._head_bytes() + body)
         self._notify(None)
         self._done(self)
-        if close:
+        if self._close:
             # The channel's own: it lets go of the transport as its
             # producer first, which TLS waits for before it closes.
             self.channel.loseConnection()

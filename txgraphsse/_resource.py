@@ -134,6 +134,21 @@ class SSEResource(Resource):
         """
         return isinstance(self.endpoint.authorizer, AllowAll)
 
+    @property
+    def quick_get(self) -> bool:
+        """
+        Whether an L{SSESite} may open this resource's streams from quick
+        requests: as for C{POST}s, when its authorizer reads no request, and
+        when no C{on_connection} or C{on_connection_close} callback is set
+        (they are handed the request, and may read any of it).
+        """
+        endpoint = self.endpoint
+        return (
+            isinstance(endpoint.authorizer, AllowAll)
+            and endpoint.connection_callback(True) is None
+            and endpoint.connection_callback(False) is None
+        )
+
     def _error(self, request: Request, error: ProtocolError) -> bytes:
         request.setResponseCode(error.status)
         request.setHeader(b"content-type", b"application/json; charset=utf-8")

@@ -21,7 +21,6 @@ from typing import Any, Generic, Protocol, TypeVar
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
@@ -29,6 +28,7 @@ from . import _messages as messages
 from ._broker import IBroker, Replay
 from ._channel import Channel
 from ._encoder import encode_event, encode_retry
+from ._logging import QuickLogger
 from ._opening import encode_replay, set_stream_headers, slim
 from ._session import SSESession
 from ._stats import Counters
@@ -83,7 +83,7 @@ class Streams(Generic[_S]):
     @ivar sessions: open sessions of this node, by id.
     """
 
-    _log = Logger()
+    _log = QuickLogger()
 
     def __init__(
         self,
@@ -161,7 +161,7 @@ class Streams(Generic[_S]):
             "Session {session} opened on {path} from {peer}",
             session=client.id[:8],
             path=endpoint.path,
-            peer=request.getClientAddress(),
+            peer=address,
         )
         self._callback(True, client, request)
         slim(request, endpoint.keep_request_headers)
