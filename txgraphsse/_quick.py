@@ -40,6 +40,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from ._internals import direct_transport, write_direct
+
 __all__ = ["Head", "QuickRequest", "parse_head", "quick_resource"]
 
 _POST = b"POST"
@@ -342,7 +344,14 @@ class QuickRequest:
             self.sentLength = len(body)
             self.responseHeaders[b"content-length"] = b"%d" % len(body)
             if transport is not None:
-                transport.write(self._head_bytes() + body)
+                data = self._head_bytes() + body
+                # As a stream's events do: straight to a plain TCP socket
+                # that holds nothing back, rather than a write turn later.
+                direct = direct_transport(transport)
+                if direct is not None:
+                    data = write_direct(direct, data)
+                if data:
+                    transport.write(data)
         self._notify(None)
         self._done(self)
         if self._close:

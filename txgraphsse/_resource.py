@@ -427,11 +427,12 @@ class SSEResource(Resource):
         if caller != charged and not endpoint.take_call_token(caller):
             raise _too_many_calls()
 
-        ended = _ended(request)
         answer = dispatch(endpoint, body, header_session, principal)
+        # Asked only of an answer that comes later: most come at once.
+        ended: Callable[[], bool] | None = None
 
         def respond(result: Answer) -> None:
-            if ended():
+            if ended is not None and ended():
                 return
             if result.has_body:
                 try:
@@ -454,12 +455,14 @@ class SSEResource(Resource):
             request.finish()
 
         def fail(failure: Failure) -> None:
-            if ended():
+            if ended is not None and ended():
                 return
             request.write(self._error(request, self._refusal_of(failure)))
             request.finish()
 
         answer.addCallbacks(respond, fail)
+        if not request.finished:
+            ended = _ended(request)
         return NOT_DONE_YET
 
     def _caller(self, body: Any, header_session: str | None, address: str) -> str:
@@ -509,10 +512,10 @@ class SSEResource(Resource):
                 continue
             answer = dispatch(endpoint, message, header_session, principal)
             answers.append(answer.addCallbacks(self._entry, self._entry_failed))
-        ended = _ended(request)
+        ended: Callable[[], bool] | None = None
 
         def respond(entries: list[str]) -> None:
-            if ended():
+            if ended is not None and ended():
                 return
             payload = ("[" + ",".join(entries) + "]").encode("utf-8")
             request.setHeader(b"content-type", b"application/json; charset=utf-8")
@@ -521,6 +524,8 @@ class SSEResource(Resource):
             request.finish()
 
         gatherResults(answers).addCallback(respond)
+        if not request.finished:
+            ended = _ended(request)
         return NOT_DONE_YET
 
     def _entry(self, answer: Answer) -> str:
