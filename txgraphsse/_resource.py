@@ -28,8 +28,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from . import _messages as messages
+from ._admission import check_capacity, stream_arguments
 from ._auth import AccessDenied, AllowAll, Unauthorized
-from ._channel import check_channel_name
 from ._dispatch import Answer, dispatch
 from ._endpoint import SSEEndpoint
 from ._limits import Limits, client_address, json_depth
@@ -272,72 +272,16 @@ class SSEResource(Resource):
 
     # GET and HEAD: the stream
 
-    def _stream_arguments(self, request: Request) -> tuple[list[str], str | None]:
-        endpoint = self.endpoint
-        if endpoint.closed:
-            raise ProtocolError(503, "unavailable", "this endpoint is closed")
-        args = request.args or {}
-        names: list[str] = []
-        for raw in args.get(b"channels", []):
-            for part in raw.decode("utf-8", "replace").split(","):
-                name = part.strip()
-                if name and name not in names:
-                    names.append(name)
-        limit = endpoint.limits.max_channels
-        if limit is not None and len(names) > limit:
-            raise ProtocolError(403, "forbidden", f"at most {limit} channels")
-        for name in names:
-            if name in endpoint.channels:
-                continue
-            if not endpoint.dynamic_channels:
-                raise ProtocolError(
-                    403, "forbidden", f"no channel {name!r} on this endpoint"
-                )
-            try:
-                check_channel_name(name)
-            except ValueError:
-                raise ProtocolError(
-                    400, "bad_channel", f"{name!r} cannot be a channel's name"
-                ) from None
-        header = request.getHeader(b"last-event-id")
-        if header is None:
-            query = args.get(b"lastEventId")
-            header = query[0] if query else None
-        last_event_id = None
-        if header is not None:
-            last_event_id = header.decode("utf-8", "replace")
-        return names, last_event_id
-
-    def _check_capacity(self, address: str) -> None:
-        """
-        Refuse a stream the endpoint has no room for, or that the client at
-        C{address} has no more room for.
-        """
-        endpoint = self.endpoint
-        limits = endpoint.limits
-        if endpoint.stopping:
-            raise ProtocolError(503, "unavailable", "the server is shutting down")
-        if (
-            limits.max_sessions is not None
-            and len(endpoint.sessions) >= limits.max_sessions
-        ):
-            raise ProtocolError(503, "unavailable", "too many sessions; retry later")
-        per_address = limits.max_sessions_per_address
-        if per_address is not None and endpoint.sessions_from(address) >= per_address:
-            raise ProtocolError(
-                503, "unavailable", "too many sessions from your address"
-            )
-
     def render_GET(self, request: Request) -> _Rendered:
         # Once per stream: behind a proxy it means reading X-Forwarded-For.
         address = _address(request, self.endpoint.limits)
-        self._check_capacity(address)
-        names, last_event_id = self._stream_arguments(request)
+        check_capacity(self.endpoint, address)
+        names, last_event_id = stream_arguments(self.endpoint, request)
 
         def open_(principal: Any) -> _Rendered:
             endpoint = self.endpoint
             # Again: the authorizer may have taken a while.
-            self._check_capacity(address)
+            check_capacity(self.endpoint, address)
             for name in names:
                 if not endpoint.authorizer.can_join(principal, name):
                     raise ProtocolError(
@@ -354,8 +298,8 @@ class SSEResource(Resource):
     def render_HEAD(self, request: Request) -> _Rendered:
         # What a GET would meet, so that a client's probe reads the refusal
         # and its Retry-After.
-        self._check_capacity(_address(request, self.endpoint.limits))
-        self._stream_arguments(request)
+        check_capacity(self.endpoint, _address(request, self.endpoint.limits))
+        stream_arguments(self.endpoint, request)
 
         def headers(principal: Any) -> bytes:
             set_stream_headers(request)
