@@ -420,6 +420,58 @@ class CallTableTests(SynchronousTestCase):
         self.failureResultOf(default, TimeoutError)
         self.assertEqual(len(self.table), 0)
 
+    def test_many_calls_one_timer(self) -> None:
+        """
+        Calls opened over time with the default timeout share one timer,
+        and each still fails at its own deadline, no sooner, no later.
+        """
+        calls = []
+        for _ in range(3):
+            calls.append(self.table.open("a")[1])
+            self.clock.advance(5)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(14.9)
+        self.assertNoResult(calls[0])
+        self.clock.advance(0.1)
+        self.failureResultOf(calls[0], TimeoutError)
+        self.assertNoResult(calls[1])
+        self.clock.advance(5)
+        self.failureResultOf(calls[1], TimeoutError)
+        self.assertNoResult(calls[2])
+        self.clock.advance(5)
+        self.failureResultOf(calls[2], TimeoutError)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_settled_first_call_moves_the_timer(self) -> None:
+        """
+        Once the first call is answered, the shared timer serves the next:
+        the answered one never times out, and the next does on time.
+        """
+        first_id, first = self.table.open("a")
+        self.clock.advance(10)
+        _, second = self.table.open("a")
+        self.assertTrue(self.table.settle(first_id, "a", "done"))
+        self.assertEqual(self.successResultOf(first), "done")
+        self.clock.advance(29.9)
+        self.assertNoResult(second)
+        self.clock.advance(0.1)
+        self.failureResultOf(second, TimeoutError)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timeout_callback_opens_a_call(self) -> None:
+        """
+        A caller that opens another call as its call times out gets it
+        timed too, by one timer.
+        """
+        reopened: list[Deferred[Any]] = []
+        _, first = self.table.open("a")
+        first.addErrback(lambda _: reopened.append(self.table.open("a")[1]))
+        self.clock.advance(30)
+        self.assertEqual(len(reopened), 1)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(30)
+        self.failureResultOf(reopened[0], TimeoutError)
+
     def test_no_timeout(self) -> None:
         """
         A table without a default, or a call with timeout 0, waits forever

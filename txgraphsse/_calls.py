@@ -15,8 +15,8 @@ import secrets
 from typing import Any
 
 from attrs import define
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from ._stats import Histogram
@@ -70,6 +70,14 @@ class CallTable:
         self.default_timeout = default_timeout
         self._prefix = prefix
         self._pending: dict[str, _Pending] = {}
+        # The deadlines of calls that must time out, in the order they were
+        # opened, which is the order they fall due while each deadline is no
+        # earlier than the one before (one timeout for all, the usual case):
+        # one timer, for the first, serves them all.  A call that would fall
+        # due earlier than the last has a timer of its own.
+        self._deadlines: dict[str, tuple[float, float]] = {}
+        self._last_deadline = 0.0
+        self._timer: IDelayedCall | None = None
         #: How long answered calls took.
         self.latency = Histogram()
         self._by_session: dict[str, set[str]] = {}
@@ -96,14 +104,42 @@ class CallTable:
             self._forget(callback_id)
 
         deferred: Deferred[Any] = Deferred(cancel)
-        self._pending[callback_id] = _Pending(
-            session_id, deferred, self._clock.seconds()
-        )
+        now = self._clock.seconds()
+        self._pending[callback_id] = _Pending(session_id, deferred, now)
         self._by_session.setdefault(session_id, set()).add(callback_id)
         limit = self.default_timeout if timeout is None else timeout
         if limit:
-            deferred.addTimeout(limit, self._clock)
+            deadline = now + limit
+            if deadline >= self._last_deadline:
+                self._last_deadline = deadline
+                self._deadlines[callback_id] = (deadline, limit)
+                if self._timer is None:
+                    self._timer = self._clock.callLater(limit, self._expire)
+            else:
+                deferred.addTimeout(limit, self._clock)
         return callback_id, deferred
+
+    def _stop_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _expire(self) -> None:
+        """
+        Fail the calls that have fallen due with L{TimeoutError}, as
+        C{Deferred.addTimeout} does; wait for the next.
+        """
+        self._timer = None
+        now = self._clock.seconds()
+        deadlines = self._deadlines
+        for callback_id, (deadline, limit) in list(deadlines.items()):
+            if deadline > now:
+                if self._timer is None:
+                    self._timer = self._clock.callLater(deadline - now, self._expire)
+                return
+            pending = self._forget(callback_id)
+            if pending is not None:
+                pending.deferred.errback(Failure(TimeoutError(limit, "Deferred")))
 
     def is_pending(self, callback_id: str, session_id: str) -> bool:
         pending = self._pending.get(callback_id)
@@ -147,7 +183,7 @@ class CallTable:
         """
         ids = self._by_session.pop(session_id, set())
         for callback_id in ids:
-            pending = self._pending.pop(callback_id, None)
+            pending = self._forget(callback_id)
             if pending is not None:
                 pending.deferred.errback(
                     Failure(SessionClosed(f"session {session_id[:6]}… {reason}"))
@@ -158,6 +194,9 @@ class CallTable:
         return len(self._by_session.get(session_id, ()))
 
     def _forget(self, callback_id: str) -> _Pending | None:
+        deadlines = self._deadlines
+        if deadlines.pop(callback_id, None) is not None and not deadlines:
+            self._stop_timer()
         pending = self._pending.pop(callback_id, None)
         if pending is not None:
             ids = self._by_session.get(pending.session_id)
