@@ -755,7 +755,7 @@ class StreamOptionsTests(SynchronousTestCase):
         options = [(f.name, f.default) for f in fields(StreamOptions)]
         own = {
             EventSource: {"last_event_id", "retry", "start"},
-            GraphSSEClient: {"routes", "max_answer"},
+            GraphSSEClient: {"routes", "max_answer", "get_token"},
         }
         for cls, names in own.items():
             parameters = inspect.signature(cls.__init__).parameters.values()
@@ -968,6 +968,7 @@ CLIENT_LAYERS = (
     "txgraphsse._client._source",
     "txgraphsse._client._routes",
     "txgraphsse._client._post",
+    "txgraphsse._client._tokens",
     "txgraphsse._client._batch",
     "txgraphsse._client._subscriptions",
     "txgraphsse._client._serving",
@@ -1499,7 +1500,8 @@ class GraphSSEClientTests(ConnectedCase):
         self.assertEqual(
             (broken.value.status, broken.value.code), (500, "route_failed")
         )
-        self.assertIn("ZeroDivisionError", broken.value.message)
+        self.assertIn("'broken' failed", broken.value.message)
+        self.assertNotIn("ZeroDivisionError", broken.value.message)
         self.flushLoggedErrors(ZeroDivisionError)
 
     async def test_client_request(self) -> None:

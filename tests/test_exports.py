@@ -41,6 +41,7 @@ ORIGINS: dict[str, dict[str, str]] = {
         "ProtocolError": "txgraphsse._messages",
         "RemoteCallError": "txgraphsse._calls",
         "Replay": "txgraphsse._broker",
+        "RouteError": "txgraphsse._calls",
         "SSEBackend": "txgraphsse._backend",
         "SSEClient": "txgraphsse._endpoint",
         "SSEEndpoint": "txgraphsse._endpoint",

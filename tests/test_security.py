@@ -627,17 +627,23 @@ class LimitTests(SynchronousTestCase):
 
     def test_subscription_limit(self) -> None:
         """
-        Past max_subscriptions a subscribeSSE gets 429.
+        Past max_subscriptions a subscribeSSE to another route gets 429; to
+        the same route again, the same subscription.
         """
         server = Server(self, limits=Limits(max_subscriptions=1))
         a = server.open()
-        body = {
-            "route": "subscribeSSE",
-            "args": ["ping", "/sse"],
-            "sessionId": a.session_id,
-        }
-        self.assertEqual(server.post(body)[0], 200)
-        code, answer, _ = server.post(body)
+
+        def body(route: str) -> dict[str, Any]:
+            return {
+                "route": "subscribeSSE",
+                "args": [route, "/sse"],
+                "sessionId": a.session_id,
+            }
+
+        code, first, _ = server.post(body("ping"))
+        self.assertEqual(code, 200)
+        self.assertEqual(server.post(body("ping"))[:2], (200, first))
+        code, answer, _ = server.post(body("echo"))
         self.assertEqual((code, error_code(answer)), (429, "rate_limited"))
 
     def test_channel_limit(self) -> None:

@@ -266,6 +266,15 @@ class MakeServiceTests(SynchronousTestCase):
         _, _, endpoint, _ = _service("--dynamic-channels")
         self.assertTrue(endpoint.dynamic_channels)
 
+    def test_expose_errors(self) -> None:
+        """
+        A route's exception text is hidden unless C{--expose-errors}.
+        """
+        _, _, endpoint, _ = _service()
+        self.assertFalse(endpoint.options.expose_errors)
+        _, _, endpoint, _ = _service("--expose-errors")
+        self.assertTrue(endpoint.options.expose_errors)
+
     def test_root_path_refused(self) -> None:
         """
         The endpoint cannot be mounted at C{/}, where the page is.

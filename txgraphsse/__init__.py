@@ -13,7 +13,7 @@ from ._auth import (
 )
 from ._backend import SSEBackend, SSEService
 from ._broker import HistoryPolicy, IBroker, InMemoryBroker, Replay, StoredEvent
-from ._calls import RemoteCallError, SessionClosed
+from ._calls import RemoteCallError, RouteError, SessionClosed
 from ._channel import Channel, ChannelSpec
 from ._cors import CORSPolicy
 from ._encoder import encode_comment, encode_event, encode_retry
@@ -46,6 +46,7 @@ __all__ = (
     "ProtocolError",
     "RemoteCallError",
     "Replay",
+    "RouteError",
     "SSEBackend",
     "SSEClient",
     "SSEEndpoint",

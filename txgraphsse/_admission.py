@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from twisted.web.server import Request
 
-from ._channel import check_channel_name
+from ._channel import check_dynamic_name
 from ._endpoint import SSEEndpoint
 from ._messages import ProtocolError
 
@@ -25,9 +25,12 @@ def stream_arguments(
 ) -> tuple[list[str], str | None]:
     """
     The channels a stream's C{request} asks to join (checked against
-    C{endpoint}'s, its limit and, for dynamic ones, the names the wire can
-    carry) and the C{Last-Event-ID} it resumes from (header, else the
-    C{lastEventId} query argument).
+    C{endpoint}'s, its limit and, for dynamic ones, the names a client may
+    give a channel: printable, and bounded by the endpoint's
+    C{channel_table.max_name}) and the C{Last-Event-ID} it resumes from
+    (header, else the C{lastEventId} query argument).  Whether the endpoint
+    has room for new dynamic channels is asked when they are made, after
+    the authorizer.
 
     @raise ProtocolError: for a closed endpoint, too many or unknown
         channels, or a name that cannot be a channel's.
@@ -52,10 +55,11 @@ def stream_arguments(
                 403, "forbidden", f"no channel {name!r} on this endpoint"
             )
         try:
-            check_channel_name(name)
-        except ValueError:
+            check_dynamic_name(name, endpoint.channel_table.max_name)
+        except ValueError as why:
+            shown = name if len(name) <= 40 else name[:40] + "..."
             raise ProtocolError(
-                400, "bad_channel", f"{name!r} cannot be a channel's name"
+                400, "bad_channel", f"{shown!r} cannot be a channel's name: {why}"
             ) from None
     header = request.getHeader(b"last-event-id")
     if header is None:

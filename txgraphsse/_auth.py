@@ -12,6 +12,7 @@ the JSON errors.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -47,17 +48,25 @@ class AccessDenied(Exception):
 
 def same_principal(a: Any, b: Any) -> bool:
     """
-    Whether two principals are the same client: by C{subject} where they
-    have one (a renewed token is the same client), else by equality.
+    Whether two principals are the same client: by L{principal_key} (a
+    renewed token is the same client).
     """
     return bool(principal_key(a) == principal_key(b))
 
 
 def principal_key(principal: Any) -> Any:
     """
-    What identifies C{principal} to another node: its C{subject} where it
-    has one, else the principal itself.
+    What identifies C{principal}, here and to another node: a
+    L{JWTPrincipal}'s L{key<JWTPrincipal.key>}, else its C{subject} where it
+    has one, else the principal itself (L{None} for anonymous clients, who
+    are bound to their session id alone).
     """
+    if isinstance(principal, JWTPrincipal):
+        if principal.key:
+            return principal.key
+        if principal.subject is not None:
+            return "sub:" + principal.subject
+        return principal
     return getattr(principal, "subject", principal)
 
 
@@ -79,6 +88,11 @@ class IAuthorizer(Interface):
         """
         Whether C{principal} may receive the events of C{channel}.
         """
+
+    # An authorizer may also have C{can_subscribe(principal, route) -> bool}:
+    # whether C{principal}'s subscription to a server route that is not
+    # C{subscribable} sees the outputs of everyone's calls, not only its own
+    # (the endpoint looks for it; without it, the answer is no).
 
 
 @implementer(IAuthorizer)
@@ -104,9 +118,11 @@ class CallableAuthorizer:
         self,
         authorize: Callable[[IRequest], Any] | None = None,
         can_join: Callable[[Any, str], bool] | None = None,
+        can_subscribe: Callable[[Any, str], bool] | None = None,
     ) -> None:
         self._authorize = authorize
         self._can_join = can_join
+        self._can_subscribe = can_subscribe
 
     def authorize(self, request: IRequest) -> Any | Deferred[Any]:
         return None if self._authorize is None else self._authorize(request)
@@ -115,6 +131,14 @@ class CallableAuthorizer:
         return (
             True if self._can_join is None else bool(self._can_join(principal, channel))
         )
+
+    def can_subscribe(self, principal: Any, route: str) -> bool:
+        """
+        Whether C{principal} sees everyone's outputs of C{route} (by default,
+        only its own).
+        """
+        can = self._can_subscribe
+        return False if can is None else bool(can(principal, route))
 
 
 @frozen
@@ -125,11 +149,39 @@ class JWTPrincipal:
     @ivar subject: the token's C{sub} claim, if any.
     @ivar channels: the channels its claims let it join (C{"*"}: all).
     @ivar claims: every claim of the token.
+    @ivar key: what makes it one client (L{principal_key}): C{"sub:"} and
+        its subject; a token without a subject is a client of its own,
+        C{"jti:"} and the token's C{jti}, else C{"token:"} and a digest of
+        the verified token, so that two subject-less tokens never act for
+        each other.
     """
 
     subject: str | None
     channels: frozenset[str]
     claims: dict[str, Any]
+    key: str = ""
+
+    @property
+    def expires(self) -> float | None:
+        """
+        When the token expires (its C{exp}, POSIX seconds), if it says.
+        """
+        exp = self.claims.get("exp")
+        if isinstance(exp, int | float) and not isinstance(exp, bool):
+            return float(exp)
+        return None
+
+
+def token_key(subject: str | None, claims: dict[str, Any], token: str) -> str:
+    """
+    The L{JWTPrincipal.key} of a verified C{token} with C{claims}.
+    """
+    if subject is not None:
+        return "sub:" + subject
+    jti = claims.get("jti")
+    if isinstance(jti, str) and jti:
+        return "jti:" + jti
+    return "token:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def _bearer(request: IRequest) -> str | None:
@@ -230,10 +282,12 @@ class JWTAuthorizer:
             channels = [channels]
         if not isinstance(channels, list):
             channels = []
+        subject = claims.get("sub") if isinstance(claims.get("sub"), str) else None
         return JWTPrincipal(
-            subject=claims.get("sub") if isinstance(claims.get("sub"), str) else None,
+            subject=subject,
             channels=frozenset(c for c in channels if isinstance(c, str)),
             claims=claims,
+            key=token_key(subject, claims, token),
         )
 
     def can_join(self, principal: Any, channel: str) -> bool:

@@ -64,21 +64,27 @@ class SSEBackend:
     # Routes
 
     def route(
-        self, name: str | None = None, exposed: bool = True
+        self, name: str | None = None, exposed: bool = True, subscribable: bool = False
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """
         Decorator: C{@backend.route("name")} makes the function a route
         clients can call (unless C{exposed=False}).
         """
-        return self.graph.route(name, exposed)
+        return self.graph.route(name, exposed, subscribable)
 
-    def add_route(self, name: str, target: Any, exposed: bool = True) -> None:
+    def add_route(
+        self, name: str, target: Any, exposed: bool = True, subscribable: bool = False
+    ) -> None:
         """
         Add route C{name}: a function (plain, returning a L{Deferred}, or
         C{async def}), or an object whose public methods are verbs that a
         message's C{method} picks.
+
+        @param subscribable: whether a client that subscribes to the route
+            sees the outputs of everyone's calls; by default it sees those
+            of its own principal's calls (and of the server's own) only.
         """
-        self.graph.add_route(name, target, exposed)
+        self.graph.add_route(name, target, exposed, subscribable)
 
     def load(self, obj: Any, exposed: bool = True) -> list[str]:
         """
@@ -130,6 +136,7 @@ class SSEBackend:
         limits: Limits | None = None,
         cors: CORSPolicy | None = None,
         keep_request_headers: Iterable[bytes] | None = KEPT_REQUEST_HEADERS,
+        expose_errors: bool = False,
     ) -> SSEEndpoint:
         """
         Serve SSE at C{path}: returns the L{SSEEndpoint}, whose C{resource}
@@ -163,6 +170,11 @@ class SSEBackend:
             C{http_request} keeps once C{on_connection} has run (by default
             those an access log writes); L{None} keeps all of them.  Read
             any other header in C{authorize} or C{on_connection}.
+        @param expose_errors: whether a failing route's answer says what
+            failed (the exception's type and message); by default it says
+            only C{route_failed} and an error id, which the log line with
+            the traceback carries too.  A L{txgraphsse.RouteError} the route
+            raises on purpose is always shown.
         """
         if authorizer is None and (authorize is not None or can_join is not None):
             authorizer = CallableAuthorizer(authorize, can_join)

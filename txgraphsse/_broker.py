@@ -11,11 +11,14 @@ replay questions for reconnecting clients.
 
 It knows endpoint keys, channel names and session ids; never HTTP, sessions
 or encoding.  L{InMemoryBroker} is the default; a Redis broker implements the
-same interface.
+same interface.  A broker that keeps history in this process's memory also
+provides L{ILocalHistory}, so that a channel that goes (a dynamic one, empty)
+takes its history with it.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -30,6 +33,7 @@ __all__ = [
     "HistoryPolicy",
     "IBroker",
     "IDeliverySink",
+    "ILocalHistory",
     "InMemoryBroker",
     "Replay",
     "StoredEvent",
@@ -242,6 +246,32 @@ class IBroker(Interface):
         """
 
 
+class ILocalHistory(Interface):
+    """
+    A broker that keeps channel history in this process: told when a
+    channel goes, it lets go of the channel's history.
+    """
+
+    def forget_history(
+        key: str, channel: str, policy: HistoryPolicy, force: bool = False
+    ) -> float | None:
+        """
+        Let go of the history of C{channel} of endpoint C{key} if none of it
+        is left once trimmed by C{policy} (or, with C{force}, at once).  A
+        client that reconnects from before what was lost is still told
+        C{reset}.
+
+        @return: L{None} if it was let go of (or there was none); else when
+            the newest event kept ages out (C{math.inf} without an age).
+        """
+
+
+#: How many slots remember the highest sequence number lost with a forgotten
+#: channel's history, by a hash of the channel's name: a bounded memory of
+#: any number of channels.
+_FORGOTTEN_SLOTS = 1024
+
+
 @define
 class _ChannelHistory:
     events: deque[StoredEvent] = field(factory=deque)
@@ -264,9 +294,12 @@ class _EndpointState:
     seq: int = 0
     sessions: set[str] = field(factory=set)
     history: dict[str, _ChannelHistory] = field(factory=dict)
+    #: By slot (L{_FORGOTTEN_SLOTS}, made at the first): the highest sequence
+    #: number lost with a forgotten channel's history.
+    forgotten: list[int] = field(factory=list)
 
 
-@implementer(IBroker)
+@implementer(IBroker, ILocalHistory)
 class InMemoryBroker:
     """
     One node, no network: delivery is a direct call, history is kept in
@@ -374,9 +407,16 @@ class InMemoryBroker:
         assert after is not None
         now = self._clock.seconds()
         found: list[StoredEvent] = []
+        forgotten = state.forgotten
         for name, policy in channels:
+            if not policy.enabled:
+                continue
             kept = state.history.get(name)
-            if kept is None or not policy.enabled:
+            if kept is None:
+                # A channel forgotten (or one sharing its slot, which then
+                # hears reset too) lost events this client may have missed.
+                if forgotten and forgotten[hash(name) % len(forgotten)] > after:
+                    reset = True
                 continue
             kept.trim(policy, now)
             if kept.evicted > after:
@@ -384,6 +424,30 @@ class InMemoryBroker:
             found.extend(_after(kept.events, after))
         found.sort(key=lambda e: e.seq)
         return Replay(found, reset)
+
+    def forget_history(
+        self, key: str, channel: str, policy: HistoryPolicy, force: bool = False
+    ) -> float | None:
+        state = self._endpoints.get(key)
+        kept = None if state is None else state.history.get(channel)
+        if state is None or kept is None:
+            return None
+        events = kept.events
+        if not force:
+            kept.trim(policy, self._clock.seconds())
+            if events:
+                if policy.age is None:
+                    return math.inf
+                return events[-1].time + policy.age
+        lost = events[-1].seq if events else kept.evicted
+        if lost:
+            slots = state.forgotten
+            if not slots:
+                slots.extend([0] * _FORGOTTEN_SLOTS)
+            slot = hash(channel) % len(slots)
+            slots[slot] = max(slots[slot], lost)
+        del state.history[channel]
+        return None
 
     def session_opened(self, key: str, session_id: str) -> None:
         self._state(key).sessions.add(session_id)

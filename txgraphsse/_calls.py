@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from ._stats import Histogram
 
-__all__ = ["CallTable", "RemoteCallError", "SessionClosed"]
+__all__ = ["CallTable", "RemoteCallError", "RouteError", "SessionClosed"]
 
 
 class SessionClosed(Exception):
@@ -43,6 +43,17 @@ class RemoteCallError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class RouteError(RemoteCallError):
+    """
+    An error a server route raises on purpose, for its caller to read: the
+    answer carries its C{code} and C{message} as they are, where any other
+    exception's text is hidden unless the endpoint has C{expose_errors}.
+    """
+
+    def __init__(self, message: str, code: str = "route_failed") -> None:
+        super().__init__(code, message)
 
 
 @define

@@ -11,6 +11,7 @@ touches HTTP beyond returning a status number.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -22,9 +23,10 @@ from twisted.python.failure import Failure
 from . import _messages as messages
 from ._auth import principal_key, same_principal
 from ._broker import IBroker
-from ._calls import CallTable, RemoteCallError
+from ._calls import CallTable, RemoteCallError, RouteError
 from ._graph import BadArguments, Caller, Forbidden, NoRoute, RouteGraph
 from ._messages import ProtocolError
+from ._options import EndpointOptions
 from ._stats import Counters
 
 __all__ = ["Answer", "ProtocolError", "dispatch", "dispatch_forwarded"]
@@ -48,8 +50,12 @@ class _ClientCalls(Protocol):
     def deliver_update(self, session_id: str, route: str, args: Any) -> bool: ...
 
 
+class _Lifetimes(Protocol):
+    def refresh(self, session: Any, principal: Any) -> float | None: ...
+
+
 class _Observers(Protocol):
-    def subscribe(self, session_id: str, route: str) -> int: ...
+    def subscribe(self, session_id: str, route: str, principal: Any = None) -> int: ...
 
     def unsubscribe(self, session_id: str, route: str, sub: int) -> bool: ...
 
@@ -62,6 +68,7 @@ class _Endpoint(Protocol):
     path: str
     graph: RouteGraph
     broker: IBroker
+    options: EndpointOptions
     calls: CallTable
     counters: Counters
 
@@ -73,6 +80,9 @@ class _Endpoint(Protocol):
 
     @property
     def observers(self) -> _Observers: ...
+
+    @property
+    def lifetimes(self) -> _Lifetimes: ...
 
     def send(
         self, message: Any, event: str | None = None, session_id: str | None = None
@@ -166,7 +176,7 @@ def dispatch_forwarded(
         if not isinstance(error, ProtocolError):
             _log.failure("Forwarded call failed", failure=failure)
             error = ProtocolError(500, "route_failed", "internal error")
-        return error.status, {"error": {"code": error.code, "message": error.message}}
+        return error.status, error.body()
 
     return dispatch(
         endpoint, body, header_session, principal, forwarded=True
@@ -201,6 +211,15 @@ def _forward(
     named = _named_session(body, header_session)
     if not isinstance(named, str) or not named or named in endpoint.sessions:
         return None
+    if body.get("route") == "refreshToken":
+        # Another node would know the caller by its key alone, and a
+        # session's credentials must be whole: refresh where the stream is.
+        raise ProtocolError(
+            409,
+            "not_here",
+            "this node does not hold the session: its stream will end at the"
+            " token's expiry, and a reconnect with a fresh token carries on",
+        )
     answer = endpoint.broker.forward(
         endpoint.path, named, body, header_session, principal_key(principal)
     )
@@ -251,6 +270,8 @@ def _act(
         return succeed(_subscribe(endpoint, args, session_id, principal))
     if name == "unsubscribe":
         return succeed(_unsubscribe(endpoint, args, session_id, principal))
+    if name == "refreshToken":
+        return succeed(_refresh(endpoint, session_id, principal))
     session = _session(endpoint, session_id, False, principal)
     return _call(endpoint, name, args, method, session, principal)
 
@@ -283,15 +304,36 @@ def _call(
 
 
 def _route_failed(failure: Failure, name: str, endpoint: _Endpoint) -> Failure:
-    if failure.check(ProtocolError):
+    """
+    What a client hears of a route that failed: a L{RouteError}'s code and
+    message, raised on purpose; else, unless the endpoint exposes errors,
+    only C{route_failed} and an error id, which the log line with the
+    traceback carries too.
+    """
+    error = failure.value
+    if isinstance(error, ProtocolError):
         return failure
-    if failure.check(BadArguments):
+    if isinstance(error, BadArguments):
         return Failure(ProtocolError(400, "bad_message", f"bad arguments for {name!r}"))
+    if isinstance(error, RouteError):
+        return Failure(ProtocolError(500, error.code, _one_line(error.message)))
     endpoint.counters.route_failures += 1
-    _log.failure("Route {route} failed", failure=failure, route=name)
-    text = f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
-    text = " ".join(text.split())[:300]
-    return Failure(ProtocolError(500, "route_failed", text))
+    error_id = secrets.token_hex(6)
+    _log.failure(
+        "Route {route} failed (error id {error_id})",
+        failure=failure,
+        route=name,
+        error_id=error_id,
+    )
+    if endpoint.options.expose_errors:
+        text = _one_line(f"{type(error).__name__}: {failure.getErrorMessage()}")
+    else:
+        text = f"route {name!r} failed (error id {error_id})"
+    return Failure(ProtocolError(500, "route_failed", text, error_id))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
 
 
 def _run_request(
@@ -411,7 +453,7 @@ def _subscribe(endpoint: _Endpoint, args: Any, session_id: Any, principal: Any) 
         raise ProtocolError(
             403, "forbidden", f"route {name!r} is not exposed"
         ) from None
-    return endpoint.observers.subscribe(session.id, name)
+    return endpoint.observers.subscribe(session.id, name, session.principal)
 
 
 def _unsubscribe(
@@ -428,3 +470,13 @@ def _unsubscribe(
     session = _session(endpoint, session_id, True, principal)
     assert session is not None
     return endpoint.observers.unsubscribe(session.id, name, args[1])
+
+
+def _refresh(endpoint: _Endpoint, session_id: Any, principal: Any) -> dict[str, Any]:
+    """
+    Carry the session on under the credentials this C{POST} came with (the
+    same client's: L{_session} refuses another's), until they expire.
+    """
+    session = _session(endpoint, session_id, True, principal)
+    assert session is not None
+    return {"expires": endpoint.lifetimes.refresh(session, principal)}

@@ -33,12 +33,13 @@ from . import _messages as messages
 from ._auth import AllowAll, IAuthorizer
 from ._broker import IBroker, IDeliverySink, StoredEvent
 from ._calls import CallTable, RemoteCallError
-from ._channel import Channel, ChannelSpec, check_channel_name
+from ._channel import Channel, ChannelSpec, ChannelTable
 from ._cors import CORSPolicy
 from ._dispatch import dispatch_forwarded
 from ._drain import close_for_shutdown, drained
 from ._encoder import KEEPALIVE, encode_event
 from ._graph import Caller, RouteGraph
+from ._lifetime import Lifetimes
 from ._limits import CallRates, Limits
 from ._observers import RouteObservers
 from ._options import EndpointOptions
@@ -141,6 +142,8 @@ class SSEEndpoint:
     @ivar sessions: open sessions of this node, by id.
     @ivar channels: channels by name; C{channels["message"]} is the default
         channel every session belongs to.
+    @ivar channel_table: what keeps them, and drops the dynamic ones
+        (L{ChannelTable}: their cap and name bound are its attributes).
     @ivar calls: pending server-to-client calls.
     @ivar client_calls: the server's calls to its clients' routes.
     @ivar observers: the sessions' subscriptions to the server's routes.
@@ -193,15 +196,21 @@ class SSEEndpoint:
             self, clock, self.keepalive, self.retry
         )
         self.sessions = self.streams.sessions
-        self.channels: dict[str, Channel] = {}
+        self.channel_table = ChannelTable(
+            self, clock, broker, path, self.history, DEFAULT_CHANNEL
+        )
+        self.channels = self.channel_table.channels
         self.calls = CallTable(
             clock,
             options.request_timeout,
             prefix=f"{broker.node_id}." if broker.clustered else "",
         )
         self.client_calls = ClientCalls(self)
-        self.observers = RouteObservers(graph, self.limits, self.send)
+        self.observers = RouteObservers(graph, self.limits, self.send, self.authorizer)
         self.rates = CallRates(self.limits)
+        self.lifetimes = Lifetimes(
+            clock, self.authorizer, self.channels, self.send, DEFAULT_CHANNEL
+        )
         self.closed = False
         self._random = random.random
         self.counters = Counters()
@@ -219,21 +228,10 @@ class SSEEndpoint:
 
     def add_channel(self, spec: str | ChannelSpec) -> Channel:
         """
-        Add a channel (or return the one of that name).
+        Add a channel, kept for the endpoint's life (or return the one of
+        that name).
         """
-        if isinstance(spec, str):
-            spec = ChannelSpec(spec)
-        existing = self.channels.get(spec.name)
-        if existing is not None:
-            return existing
-        check_channel_name(spec.name)
-        policy = spec.history_policy(self.history)
-        event = spec.event_name(default=spec.name == DEFAULT_CHANNEL)
-        if event is not None:
-            encode_event("", event)  # refuse a name the wire cannot carry
-        channel = Channel(self, spec.name, event, policy)
-        self.channels[spec.name] = channel
-        return channel
+        return self.channel_table.add(spec)
 
     def _broadcast(
         self,
@@ -350,11 +348,13 @@ class SSEEndpoint:
 
     def joined(self, session: SSEClient) -> None:
         self._outbox.joined(session)
+        self.lifetimes.watch(session)
 
     def ping(self) -> None:
         self._outbox.to_members(self.default_channel.members, KEEPALIVE)
 
     def forget_session(self, session: SSEClient) -> None:
+        self.lifetimes.forget(session.id)
         self.rates.forget(session.id)
         self.observers.forget(session.id)
         self.client_calls.forget(session.id)
@@ -477,6 +477,7 @@ class SSEEndpoint:
         for session in list(self.sessions.values()):
             session.close()
         self.streams.stop_keepalive()
+        self.channel_table.close()
         self.broker.detach(self.path)
         if self.on_close is not None:
             try:
@@ -573,6 +574,7 @@ class SSEEndpoint:
             "sessions": len(self.sessions),
             "cluster_sessions": self.broker.session_count(self.path),
             "channels": {name: c.session_count for name, c in self.channels.items()},
+            "dynamic_channels": self.channel_table.dynamic_count,
             "pending_calls": len(self.calls),
             **asdict(self.counters),
             "flushes": self._outbox.flushes,

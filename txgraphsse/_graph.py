@@ -19,9 +19,11 @@ from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
+from ._auth import principal_key
 from ._verbs import resolve_verb, verb_name
 
 __all__ = [
+    "EVERYONE",
     "BadArguments",
     "Caller",
     "Forbidden",
@@ -29,7 +31,12 @@ __all__ = [
     "Route",
     "RouteGraph",
     "Value",
+    "call_owner",
 ]
+
+#: The owner of an observer that sees every output of its route, and of a
+#: call whose output every observer may see (one the server made itself).
+EVERYONE: Any = object()
 
 
 class NoRoute(KeyError):
@@ -68,6 +75,24 @@ class Caller:
     endpoint: Any = None
 
 
+def call_owner(caller: Caller | None, from_client: bool) -> Any:
+    """
+    Whose call it is, for the observers of its route (L{RouteGraph.subscribe}):
+    L{EVERYONE}'s for a call the server makes itself; a client's principal
+    (its L{principal_key}) where it has one; else its session, by id; a
+    client call with neither is nobody's but its own (a fresh object).
+    """
+    if not from_client:
+        return EVERYONE
+    if caller is not None:
+        if caller.principal is not None:
+            return principal_key(caller.principal)
+        session = caller.session
+        if session is not None:
+            return "session:" + session.id
+    return object()
+
+
 @define
 class Value:
     """
@@ -93,12 +118,19 @@ class Route:
 
     @ivar target: a callable, or an object whose public methods are its verbs.
     @ivar exposed: whether clients may call it.
+    @ivar subscribable: whether a client that subscribes to it sees the
+        outputs of every call, not only its own principal's.
+    @ivar observers: the subscriptions that see every output.
+    @ivar owned: the subscriptions that see only the outputs of one owner's
+        calls (L{call_owner}), by owner.
     """
 
     name: str
     target: Any
     exposed: bool = True
+    subscribable: bool = False
     observers: dict[int, Callable[[Any], object]] = field(factory=dict)
+    owned: dict[Any, dict[int, Callable[[Any], object]]] = field(factory=dict)
     _resolved: dict[str | None, tuple[Callable[..., Any], bool]] = field(
         factory=dict, init=False, repr=False
     )
@@ -147,31 +179,39 @@ class RouteGraph:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self._next_sub = 0
+        # The owner of each owned subscription, by number.
+        self._owners: dict[int, Any] = {}
 
-    def add_route(self, name: str, target: Any, exposed: bool = True) -> Route:
+    def add_route(
+        self, name: str, target: Any, exposed: bool = True, subscribable: bool = False
+    ) -> Route:
         """
         Add (or replace) route C{name}.
+
+        @param subscribable: whether a client's subscription sees the outputs
+            of everyone's calls (by default, only its own principal's).
         """
         if not name or name.startswith("_"):
             raise ValueError(
                 f"a route name must not be empty or start with _: {name!r}"
             )
         old = self.routes.get(name)
-        route = Route(name, target, exposed)
+        route = Route(name, target, exposed, subscribable)
         if old is not None:
             route.observers = old.observers
+            route.owned = old.owned
         self.routes[name] = route
         return route
 
     def route(
-        self, name: str | None = None, exposed: bool = True
+        self, name: str | None = None, exposed: bool = True, subscribable: bool = False
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """
         A decorator: C{@graph.route("name")} adds the function as a route.
         """
 
         def add(fn: Callable[..., Any]) -> Callable[..., Any]:
-            self.add_route(name or fn.__name__, fn, exposed)
+            self.add_route(name or fn.__name__, fn, exposed, subscribable)
             return fn
 
         return add
@@ -234,12 +274,18 @@ class RouteGraph:
         if wants_caller:
             kwargs["caller"] = caller if caller is not None else Caller()
         result = maybeDeferred(_run, fn, args, kwargs)
-        if route.observers:
-            result.addCallback(self._notify, route)
+        if route.observers or route.owned:
+            result.addCallback(self._notify, route, call_owner(caller, from_client))
         return result
 
-    def _notify(self, result: Any, route: Route) -> Any:
-        for sub, observer in list(route.observers.items()):
+    def _notify(self, result: Any, route: Route, owner: Any) -> Any:
+        observers = list(route.observers.items())
+        if owner is EVERYONE:
+            for owned in route.owned.values():
+                observers.extend(owned.items())
+        else:
+            observers.extend(route.owned.get(owner, {}).items())
+        for sub, observer in observers:
             try:
                 observer(result)
             except Exception:
@@ -248,9 +294,12 @@ class RouteGraph:
                 )
         return result
 
-    def subscribe(self, name: str, callback: Callable[[Any], object]) -> int:
+    def subscribe(
+        self, name: str, callback: Callable[[Any], object], owner: Any = EVERYONE
+    ) -> int:
         """
-        Call C{callback} with every output of route C{name}.
+        Call C{callback} with every output of route C{name}, or only with
+        those of C{owner}'s calls (L{call_owner}) and the server's own.
 
         @return: the subscription's number, for L{unsubscribe}.
         @raise NoRoute: no such route.
@@ -259,7 +308,11 @@ class RouteGraph:
         if route is None:
             raise NoRoute(name)
         self._next_sub += 1
-        route.observers[self._next_sub] = callback
+        if owner is EVERYONE:
+            route.observers[self._next_sub] = callback
+        else:
+            route.owned.setdefault(owner, {})[self._next_sub] = callback
+            self._owners[self._next_sub] = owner
         return self._next_sub
 
     def unsubscribe(self, name: str, sub: int | None = None) -> bool:
@@ -273,9 +326,22 @@ class RouteGraph:
         if route is None:
             return False
         if sub is None:
-            had = bool(route.observers)
+            had = bool(route.observers or route.owned)
+            for owned in route.owned.values():
+                for number in owned:
+                    self._owners.pop(number, None)
             route.observers.clear()
+            route.owned.clear()
             return had
+        if sub in self._owners:
+            owner = self._owners[sub]
+            owned = route.owned.get(owner, {})
+            if owned.pop(sub, None) is None:
+                return False
+            del self._owners[sub]
+            if not owned:
+                del route.owned[owner]
+            return True
         return route.observers.pop(sub, None) is not None
 
 

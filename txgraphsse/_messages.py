@@ -32,11 +32,28 @@ class ProtocolError(Exception):
     error table.
     """
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, error_id: str | None = None
+    ) -> None:
+        """
+        @param error_id: the id of the log line that says more (a route's
+            traceback), for the answer to carry.
+        """
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.error_id = error_id
+
+    def body(self) -> dict[str, Any]:
+        """
+        The JSON answer: C{{"error":{"code":..,"message":..}}}, with the
+        error's C{"id"} where it has one.
+        """
+        error = {"code": self.code, "message": self.message}
+        if self.error_id is not None:
+            error["id"] = self.error_id
+        return {"error": error}
 
 
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -55,6 +55,7 @@ class EndpointOptions:
     @ivar cors: which other origins may use the endpoint (L{None}: none).
     @ivar keep_request_headers: the request headers an open stream keeps;
         L{None} keeps all.
+    @ivar expose_errors: whether a failing route's answer says what failed.
     """
 
     channels: Iterable[str | ChannelSpec] = ()
@@ -72,6 +73,7 @@ class EndpointOptions:
     limits: Limits | None = None
     cors: CORSPolicy | None = None
     keep_request_headers: Iterable[bytes] | None = KEPT_REQUEST_HEADERS
+    expose_errors: bool = False
 
     def history_policy(self) -> HistoryPolicy:
         """

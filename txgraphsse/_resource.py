@@ -168,7 +168,7 @@ class SSEResource(Resource):
                 status=error.status,
                 code=error.code,
             )
-        body = messages.error_body(error.code, error.message)
+        body = messages.dumps(error.body()).encode("utf-8")
         if (
             error.status == 503
             and request.method == b"GET"
@@ -287,9 +287,7 @@ class SSEResource(Resource):
                     raise ProtocolError(
                         403, "forbidden", f"you may not join channel {name!r}"
                     )
-            for name in names:
-                if name not in endpoint.channels:
-                    endpoint.add_channel(name)
+            endpoint.channel_table.join(names)
             endpoint.open_session(request, names, last_event_id, principal, address)
             return NOT_DONE_YET
 
@@ -490,7 +488,7 @@ class SSEResource(Resource):
 
     def _entry_error(self, error: ProtocolError) -> str:
         self.endpoint.counters.refusals += 1
-        return messages.dumps({"error": {"code": error.code, "message": error.message}})
+        return messages.dumps(error.body())
 
     def _refusal_of(self, failure: Failure) -> ProtocolError:
         """

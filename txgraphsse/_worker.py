@@ -125,7 +125,7 @@ def main() -> None:
     # Imported once the parent's path is on sys.path and the log goes to the
     # parent, as the app they import may log.
     from ._backend import SSEBackend, SSEService
-    from .tap import Options, broker_for, build
+    from .tap import Options, broker_for, build, metrics_site
 
     log = Logger(namespace="txgraphsse.worker")
     options = Options()
@@ -173,6 +173,13 @@ def main() -> None:
     for entry in config["listen"]:
         AdoptedPort(
             cast(IReactorSocket, reactor), entry["fd"], entry["family"], site, ready
+        ).setServiceParent(top)  # type: ignore[no-untyped-call]
+    entry = config.get("metrics_listen")
+    private = metrics_site(options, backend, shared) if entry else None
+    if entry and private is not None:
+        # Worker 0's alone: its metrics answer for every worker.
+        AdoptedPort(
+            cast(IReactorSocket, reactor), entry["fd"], entry["family"], private, ready
         ).setServiceParent(top)  # type: ignore[no-untyped-call]
 
     def parent_gone() -> None:

@@ -11,7 +11,8 @@ logs into its own (L{txgraphsse._logpipe}), restarts a worker that dies
 (with a growing delay), and on stop sends each worker C{SIGTERM}, then
 C{SIGKILL} to any still running after L{WorkerSupervisor.stop_timeout}
 seconds.  A worker whose parent is gone (even by C{SIGKILL}) sees its stdin
-end and stops too: no orphans.
+end and stops too: no orphans.  C{--metrics-port} is bound here too, and
+handed to worker 0 alone, whose metrics answer for every worker.
 
 What a worker runs is L{txgraphsse._worker.main}, named here by its module
 only: this module sits below L{txgraphsse.tap} (which makes the supervisor
@@ -140,7 +141,7 @@ class WorkerSupervisor(Service):
         @param options: the parsed command line, a L{txgraphsse.tap.Options}
             (its C{argv} goes to every worker, its C{ports} are bound here,
             its C{workers} is how many, its C{metrics} whether they share
-            their stats).
+            their stats, its C{metrics-port} where worker 0 serves them).
         @param reactor: an L{IReactorProcess} and L{IReactorTime}.
         @param executable: the Python that runs the workers.
         """
@@ -154,6 +155,12 @@ class WorkerSupervisor(Service):
         self._executable = executable or sys.executable
         self.count: int = options["workers"]
         self.specs = [parse_tcp(d) for d in options["ports"]]
+        #: C{--metrics-port}: bound here, served by worker 0 alone (its
+        #: metrics answer for every worker).
+        self.metrics_spec = (
+            parse_tcp(options["metrics-port"]) if options.get("metrics-port") else None
+        )
+        self._metrics_socket: socket.socket | None = None
         self.reuse_port = REUSE_PORT
         self._sockets: list[list[socket.socket]] = []
         self.workers = [_Worker(slot) for slot in range(self.count)]
@@ -175,6 +182,14 @@ class WorkerSupervisor(Service):
         """
         return [socks[0].getsockname()[1] for socks in self._sockets]
 
+    @property
+    def metrics_port(self) -> int | None:
+        """
+        The port number of C{--metrics-port} once bound, else L{None}.
+        """
+        sock = self._metrics_socket
+        return None if sock is None else int(sock.getsockname()[1])
+
     # Start
 
     def privilegedStartService(self) -> None:
@@ -188,6 +203,17 @@ class WorkerSupervisor(Service):
         if self._sockets:
             return
         self._sockets = bind_all(self.specs, self.count, self.reuse_port)
+        if self.metrics_spec is not None:
+            try:
+                [[self._metrics_socket]] = bind_all([self.metrics_spec], 1, False)
+            except BaseException:
+                self._close_sockets()
+                raise
+            self._log.info(
+                "Metrics on {address}:{port}, served by worker 0",
+                address=self._metrics_socket.getsockname()[0],
+                port=self.metrics_port,
+            )
         self._log.info(
             "Listening on {ports} for {count} workers ({how})",
             ports=", ".join(
@@ -228,13 +254,17 @@ class WorkerSupervisor(Service):
             fds[child_fd] = sock.fileno()
             listen.append({"fd": child_fd, "family": int(sock.family)})
             child_fd += 1
-        config = {
+        config: dict[str, Any] = {
             "argv": self._argv,
             "listen": listen,
             "slot": worker.slot,
             "path": [p for p in sys.path if p],
             "metrics": self.metrics_dir,
         }
+        if worker.slot == 0 and self._metrics_socket is not None:
+            fds[child_fd] = self._metrics_socket.fileno()
+            family = int(self._metrics_socket.family)
+            config["metrics_listen"] = {"fd": child_fd, "family": family}
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [_ROOT, *filter(None, [env.get("PYTHONPATH")])]
@@ -305,10 +335,7 @@ class WorkerSupervisor(Service):
         self._stopping = True
         # The workers hold their own copies: they stop accepting as they
         # stop, and then nothing listens any more.
-        for socks in self._sockets:
-            for sock in socks:
-                sock.close()
-        self._sockets = []
+        self._close_sockets()
         waits: list[Deferred[None]] = []
         for worker in self.workers:
             if worker.restart is not None and worker.restart.active():
@@ -333,6 +360,15 @@ class WorkerSupervisor(Service):
             self._forget_metrics()
 
         return done.addBoth(finished)
+
+    def _close_sockets(self) -> None:
+        for socks in self._sockets:
+            for sock in socks:
+                sock.close()
+        self._sockets = []
+        if self._metrics_socket is not None:
+            self._metrics_socket.close()
+            self._metrics_socket = None
 
     def _forget_metrics(self) -> None:
         if self.metrics_dir is not None:

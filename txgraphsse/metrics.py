@@ -13,10 +13,17 @@ there is one) once a second, and the collector adds the other workers'
 snapshots to its own live numbers.  Counters include workers that have
 ended (their last snapshot stays), so that totals never go back when a
 worker is replaced; gauges count only workers whose snapshot is recent.
+
+Channels are bounded as series: an endpoint's L{MAX_CHANNEL_SERIES}
+channels with the most streams each get their own C{graphsse_channel_sessions}
+series, and the rest are added up in one whose C{channel} label is
+L{OTHER_CHANNELS} (C{",other"}: no channel's name holds a comma), however
+many channels clients make.  A worker's snapshot is bounded the same way.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,6 +41,13 @@ from ._backend import SSEBackend
 
 __all__ = ["MetricsResource", "SSECollector", "SharedStats"]
 
+#: How many channels of an endpoint get a series of their own.
+MAX_CHANNEL_SERIES = 100
+
+#: The C{channel} label of the series that adds up the other channels: a
+#: comma, which no channel's name holds (C{?channels=} separates them).
+OTHER_CHANNELS = ",other"
+
 _COUNTERS = {
     "events_published": "Channel events published",
     "deliveries": "Events queued for a session, one per receiver",
@@ -48,11 +62,36 @@ _COUNTERS = {
 
 
 #: Gauges: what a process holds now, not what it has done.
-_GAUGES = ("sessions", "pending_calls")
+_GAUGES = ("sessions", "pending_calls", "dynamic_channels")
 
 
 def _stats_of(backend: SSEBackend) -> list[Mapping[str, Any]]:
     return [e.stats() for e in backend.endpoints.values() if not e.closed]
+
+
+def _bounded_channels(
+    channels: Mapping[str, int], most: int = MAX_CHANNEL_SERIES
+) -> dict[str, int]:
+    """
+    C{channels}' stream counts with at most C{most} channels by name: those
+    with the most streams (ties by name), and the rest added up under
+    L{OTHER_CHANNELS} (with what C{channels} had there already).
+    """
+    if len(channels) <= most:
+        return dict(channels)
+    other = channels.get(OTHER_CHANNELS, 0)
+    named = [
+        (name, count) for name, count in channels.items() if name != OTHER_CHANNELS
+    ]
+    kept = dict(heapq.nsmallest(most, named, key=lambda item: (-item[1], item[0])))
+    kept[OTHER_CHANNELS] = other + sum(
+        count for name, count in named if name not in kept
+    )
+    return kept
+
+
+def _snapshot(stats: Mapping[str, Any]) -> Mapping[str, Any]:
+    return {**stats, "channels": _bounded_channels(stats.get("channels", {}))}
 
 
 class SharedStats(Service):
@@ -110,7 +149,9 @@ class SharedStats(Service):
             "live": live,
             # Closed endpoints too: their counters are what this worker
             # did, and its last snapshot is taken after they close.
-            "endpoints": [e.stats() for e in self.backend.endpoints.values()],
+            "endpoints": [
+                _snapshot(e.stats()) for e in self.backend.endpoints.values()
+            ],
         }
         target = self.directory / f"{self._name}.json"
         partial = self.directory / f".{self._name}.json.tmp"
@@ -197,11 +238,20 @@ class SSECollector:
     """
     A C{prometheus_client} collector over a backend's endpoints, and over
     the other workers' when given their L{SharedStats}.
+
+    @ivar max_channels: how many channels of an endpoint get a series of
+        their own (see L{_bounded_channels}).
     """
 
-    def __init__(self, backend: SSEBackend, shared: SharedStats | None = None) -> None:
+    def __init__(
+        self,
+        backend: SSEBackend,
+        shared: SharedStats | None = None,
+        max_channels: int = MAX_CHANNEL_SERIES,
+    ) -> None:
         self.backend = backend
         self.shared = shared
+        self.max_channels = max_channels
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import (
@@ -225,6 +275,11 @@ class SSECollector:
         pending = GaugeMetricFamily(
             "graphsse_pending_calls", "Server-to-client calls waiting", labels=["path"]
         )
+        dynamic = GaugeMetricFamily(
+            "graphsse_dynamic_channels",
+            "Channels clients made, not yet dropped",
+            labels=["path"],
+        )
         latency = HistogramMetricFamily(
             "graphsse_call_latency_seconds",
             "Server-to-client call round trips",
@@ -238,7 +293,9 @@ class SSECollector:
             path = s["path"]
             sessions.add_metric([path], s["sessions"])
             pending.add_metric([path], s["pending_calls"])
-            for channel, count in s["channels"].items():
+            dynamic.add_metric([path], s.get("dynamic_channels", 0))
+            channels = _bounded_channels(s["channels"], self.max_channels)
+            for channel, count in channels.items():
                 members.add_metric([path, channel], count)
             for name, family in counters.items():
                 family.add_metric([path], s[name])
@@ -252,6 +309,7 @@ class SSECollector:
         yield sessions
         yield members
         yield pending
+        yield dynamic
         yield latency
         yield from counters.values()
 
@@ -264,12 +322,21 @@ class MetricsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, backend: SSEBackend, shared: SharedStats | None = None) -> None:
+    def __init__(
+        self,
+        backend: SSEBackend,
+        shared: SharedStats | None = None,
+        max_channels: int = MAX_CHANNEL_SERIES,
+    ) -> None:
+        """
+        @param max_channels: how many channels of an endpoint get a series
+            of their own; the rest are added up in one.
+        """
         super().__init__()  # type: ignore[no-untyped-call]
         from prometheus_client import CollectorRegistry
 
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SSECollector(backend, shared))
+        self.registry.register(SSECollector(backend, shared, max_channels))
 
     def render_GET(self, request: Request) -> bytes:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -7,7 +7,9 @@ L{SSEBackend}, mounts its endpoint in an L{SSESite} (with a page at C{/} that
 shows the live stream), and returns a C{MultiService} whose stop closes every
 stream cleanly.  With C{--workers N} the service is a supervisor of worker
 processes instead (L{txgraphsse._workers}), each of which builds its own
-app here (L{txgraphsse._worker}).
+app here (L{txgraphsse._worker}).  With C{--metrics}, it mounts the metrics
+on the public site, behind an L{txgraphsse._admin.AdminGuard} when auth is
+on or a metrics key is given, or serves them on C{--metrics-port} alone.
 
 Only the plugin in C{twisted/plugins/graphsse.py}, the worker's program and
 L{txgraphsse.testing} import it: the modules it builds on never do.
@@ -30,6 +32,7 @@ from twisted.web.http import H2_ENABLED
 from twisted.web.resource import IResource, Resource
 from twisted.web.static import Data, File
 
+from ._admin import AdminGuard, authorizer_of
 from ._auth import IAuthorizer, JWTAuthorizer
 from ._backend import SSEBackend, SSEService
 from ._broker import HistoryPolicy, IBroker
@@ -187,6 +190,27 @@ class Options(usage.Options):
         ["jwt-claim", None, "subscribe", "The claim that lists joinable channels."],
         ["metrics", None, None, "Serve Prometheus metrics at this path (/metrics)."],
         [
+            "metrics-key",
+            None,
+            None,
+            "A key that reads the metrics (Authorization: Bearer KEY, or"
+            " apikey KEY); --metrics-key-file keeps it out of ps.",
+        ],
+        ["metrics-key-file", None, None, "A file that holds the metrics key."],
+        [
+            "metrics-port",
+            None,
+            None,
+            "Serve the metrics on this port alone, not on the public ones: a"
+            " number (on --metrics-interface) or a strports description.",
+        ],
+        [
+            "metrics-interface",
+            None,
+            None,
+            "The address a numeric --metrics-port listens on (127.0.0.1).",
+        ],
+        [
             "idle-timeout",
             None,
             30.0,
@@ -213,6 +237,11 @@ class Options(usage.Options):
     ]
     optFlags: list[list[str | None]] = [
         ["dynamic-channels", None, "Let clients join channels not configured."],
+        [
+            "expose-errors",
+            None,
+            "Answer a failing route with its exception's text (default: hidden).",
+        ],
         ["cors-credentials", None, "Let allowed origins send cookies."],
     ]
 
@@ -281,6 +310,7 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name} must be positive")
         if self["redis"] is not None and not self["redis"].startswith("redis://"):
             raise usage.UsageError("--redis wants a redis:// URL")
+        self._check_metrics()
         if self["workers"] < 1:
             raise usage.UsageError("--workers must be at least 1")
         if self["workers"] > 1:
@@ -294,6 +324,47 @@ class Options(usage.Options):
                     parse_tcp(description)
                 except ValueError as error:
                     raise usage.UsageError(f"--workers: {error}") from None
+            if self["metrics-port"] is not None:
+                try:
+                    parse_tcp(self["metrics-port"])
+                except ValueError as error:
+                    raise usage.UsageError(f"--metrics-port: {error}") from None
+
+    def _check_metrics(self) -> None:
+        """
+        The metrics options: read C{--metrics-key-file} into
+        C{self["metrics-key"]}, and make a numeric C{--metrics-port} a
+        C{tcp:} description on C{--metrics-interface}.  C{--metrics-port}
+        alone serves C{/metrics}.
+        """
+        if self["metrics-key"] is not None and self["metrics-key-file"] is not None:
+            raise usage.UsageError("give --metrics-key or --metrics-key-file, not both")
+        if self["metrics-key-file"] is not None:
+            try:
+                with open(self["metrics-key-file"], encoding="utf-8") as file:
+                    self["metrics-key"] = file.read().strip()
+            except (OSError, UnicodeDecodeError) as error:
+                raise usage.UsageError(f"--metrics-key-file: {error}") from None
+        if self["metrics-key"] is not None and not self["metrics-key"].strip():
+            raise usage.UsageError("the metrics key must not be empty")
+        port, interface = self["metrics-port"], self["metrics-interface"]
+        if port is None and interface is not None:
+            raise usage.UsageError("--metrics-interface needs --metrics-port")
+        if port is not None:
+            if port.isdigit():
+                address = (interface or "127.0.0.1").replace(":", "\\:")
+                self["metrics-port"] = f"tcp:{port}:interface={address}"
+            elif interface is not None:
+                raise usage.UsageError(
+                    "--metrics-interface goes with a numeric --metrics-port:"
+                    " give the interface in the description instead"
+                )
+            if self["metrics"] is None:
+                self["metrics"] = "/metrics"
+        if self["metrics-key"] is not None and self["metrics"] is None:
+            raise usage.UsageError("--metrics-key needs --metrics or --metrics-port")
+        if self["metrics"] is not None and not self["metrics"].startswith("/"):
+            self["metrics"] = "/" + self["metrics"]
 
     def limits(self) -> Limits:
         """
@@ -454,6 +525,7 @@ def build(
         else:
             backend.load(app)
     path = options["path"]
+    authorizer = options.authorizer()
     endpoint = backend.endpoints.get(path)
     if endpoint is None:
         channels = [c.strip() for c in options["channels"].split(",") if c.strip()]
@@ -464,10 +536,11 @@ def build(
             history=HistoryPolicy(options["history"], options["history-age"]),
             retry=options["retry"],
             dynamic_channels=bool(options["dynamic-channels"]),
+            expose_errors=bool(options["expose-errors"]),
             request_timeout=options["request-timeout"],
             max_backlog=options["max-backlog"],
             overflow=options["overflow"],
-            authorizer=options.authorizer(),
+            authorizer=authorizer,
             limits=options.limits(),
             cors=CORSPolicy.allow(options["cors"], bool(options["cors-credentials"])),
         )
@@ -478,16 +551,58 @@ def build(
         root = Resource()
         root.putChild(b"", demo_page(path))
     mount(root, path, endpoint.resource)
-    if options["metrics"]:
-        from .metrics import MetricsResource
-
-        mount(root, options["metrics"], MetricsResource(backend, shared))
+    if options["metrics"] and options["metrics-port"] is None:
+        mount(
+            root,
+            options["metrics"],
+            metrics_resource(options, backend, shared, authorizer),
+        )
     # The site bounds requests as their bytes arrive (limits, deadlines,
     # connection caps).  Twisted switches the idle timeout off while a
     # request runs, so it never ends a stream; it ends idle keep-alive
     # connections.
     site = SSESite(root, limits=options.limits(), timeout=options["idle-timeout"])
     return backend, endpoint, site
+
+
+def metrics_resource(
+    options: Options,
+    backend: SSEBackend,
+    shared: SharedStats | None = None,
+    authorizer: IAuthorizer | None = None,
+) -> IResource:
+    """
+    The metrics of C{backend}, behind an L{AdminGuard} where they need
+    credentials: on the public port, with an authorizer (C{authorizer}, the
+    JWT options', or else an endpoint's that is not the default), an
+    admin's token or C{--metrics-key}; on C{--metrics-port}
+    (C{authorizer} L{None}), C{--metrics-key} if given; otherwise no
+    credentials, as without auth.
+    """
+    from .metrics import MetricsResource
+
+    resource = MetricsResource(backend, shared)
+    keys = [options["metrics-key"]] if options["metrics-key"] else []
+    if authorizer is None and options["metrics-port"] is None:
+        authorizer = authorizer_of(backend)
+    if authorizer is None and not keys:
+        return resource
+    return AdminGuard(resource, authorizer, keys)
+
+
+def metrics_site(
+    options: Options, backend: SSEBackend, shared: SharedStats | None = None
+) -> SSESite | None:
+    """
+    The site of C{--metrics-port}, which serves the metrics alone (a token
+    is not asked for there: it is for a private interface), or L{None}
+    without the option.
+    """
+    if options["metrics-port"] is None:
+        return None
+    root = Resource()
+    mount(root, options["metrics"], metrics_resource(options, backend, shared))
+    return SSESite(root, limits=options.limits(), timeout=options["idle-timeout"])
 
 
 def makeService(options: Options) -> IService:
@@ -514,6 +629,10 @@ def makeService(options: Options) -> IService:
     for description in options["ports"]:
         endpoint = with_http2(serverFromString(reactor, description))
         StreamServerEndpointService(endpoint, site).setServiceParent(top)
+    private = metrics_site(options, backend)
+    if private is not None:
+        endpoint = serverFromString(reactor, options["metrics-port"])
+        StreamServerEndpointService(endpoint, private).setServiceParent(top)
     return top
 
 

@@ -12,7 +12,9 @@ It serves, on one origin:
 The routes named C{test_*} let the test (a plain HTTP client) see and drive
 the server side: which sessions are open, and the server's C{post}, C{run},
 C{request} and C{subscribe} towards one session, whose results they return.
-C{counter} is the route the page subscribes to.
+C{counter} is the route the page subscribes to: C{subscribable}, so that the
+page sees the outputs of every client's calls, as graphscript's subscriptions
+do.
 
 Run it with C{python -m tests.servers.graphscript --port 0}.
 """
@@ -106,7 +108,7 @@ def add_routes(backend: SSEBackend) -> None:
         """
         return updates.get(session_id, [])
 
-    @backend.route("counter")
+    @backend.route("counter", subscribable=True)
     def counter(value: Any) -> Any:
         """
         The server route clients subscribe to: each run outputs its argument.

@@ -30,7 +30,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IPolicyForHTTPS, IResponse
 
 from .._parser import EventStreamParser
-from ._http import BodyReader, Connections, RemoteError, remote_error
+from ._http import BodyReader, Connections, RemoteError, remote_error, set_header
 from ._http import retry_after as parse_retry_after
 
 __all__ = ["Attempt", "StreamRequest"]
@@ -119,6 +119,13 @@ class StreamRequest:
             self._own = Connections(reactor, tls_policy)
             agent = RedirectAgent(self._own.agent)
         self._agent = agent
+
+    def set_header(self, name: str, value: str) -> None:
+        """
+        Send C{name: value} with the next attempts, in place of any header
+        of that name.
+        """
+        set_header(self._headers, name, value)
 
     def _request_headers(self, last_event_id: str) -> Headers:
         headers = Headers()

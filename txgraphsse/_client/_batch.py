@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
-from ._http import RemoteError, entry_error
+from ._http import RemoteError, entry_error, set_header
 from ._post import Poster, encode, post_payload
 
 __all__ = ["Batcher"]
@@ -79,6 +79,13 @@ class Batcher:
         self.max_bytes = max_bytes
         self._queued: dict[str, list[_Message]] = {}
         self._flush: IDelayedCall | None = None
+
+    def set_header(self, name: str, value: str) -> None:
+        """
+        Send C{name: value} with the next C{POST}s, in place of any header
+        of that name.
+        """
+        set_header(self._headers, name, value)
 
     def post(self, body: Any, session_id: str) -> Deferred[Any]:
         """

@@ -36,6 +36,7 @@ from ._post import args_of
 from ._serving import Serving
 from ._source import ClientClosed, EventSource
 from ._subscriptions import Subscriptions
+from ._tokens import GetToken, TokenKeeper
 from ._waiters import Waiters
 
 __all__ = ["Connection"]
@@ -147,7 +148,12 @@ class Connection:
         url: str,
         source: EventSource,
         headers: Mapping[str, str],
+        get_token: GetToken | None = None,
     ) -> None:
+        """
+        @param get_token: where its tokens come from, if it has them (see
+            L{TokenKeeper}).
+        """
         self.client = client
         self.url = url
         self.path = urlsplit(url).path or "/"
@@ -167,6 +173,13 @@ class Connection:
         source.on_error = self._stream_error
         source.on_close = self._stream_closed
         source.add_handler("message", self._on_message)
+        self.tokens: TokenKeeper | None = None
+        if get_token is not None:
+            self.tokens = TokenKeeper(
+                client._reactor, get_token, self._set_token, self._refresh_token
+            )
+            source.add_handler("expired", self._expired)
+            source.before_reconnect = self._fresh_token
 
     def __repr__(self) -> str:
         session = self.session_id[:8] if self.session_id else None
@@ -226,9 +239,40 @@ class Connection:
         self._shutdown(None)
         return self.source.close()
 
+    def _set_token(self, token: str) -> None:
+        value = f"Bearer {token}"
+        self.source.set_header("Authorization", value)
+        self._batcher.set_header("Authorization", value)
+
+    def _refresh_token(self) -> Deferred[Any] | None:
+        """
+        Have the session carry on under the token now in the headers.
+        """
+        if self.session_id is None or self.closed:
+            return None
+        return self._post_with(
+            lambda sid: {"route": "refreshToken", "sessionId": sid}, self.session_id
+        )
+
+    def _expired(self, event: ServerSentEvent) -> None:
+        # The server ended the stream at the token's expiry: the reconnect
+        # takes a fresh one (and its Last-Event-ID).
+        assert self.tokens is not None
+        self.tokens.stale = True
+
+    def _fresh_token(self) -> Deferred[None]:
+        assert self.tokens is not None
+
+        def failed(failure: Failure) -> None:
+            self._report(failure)
+
+        return self.tokens.fresh().addErrback(failed)
+
     def _shutdown(self, reason: Failure | None) -> None:
         if self.closed:
             return
+        if self.tokens is not None:
+            self.tokens.stop()
         self.closed = True
         self.session_id = None
         self.client._forget(self)

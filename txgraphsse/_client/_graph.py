@@ -34,6 +34,7 @@ from ._handlers import Handlers, call_logged
 from ._http import Connections
 from ._routes import run_route
 from ._source import ClientClosed, EventSource, StreamOptions, default_reactor
+from ._tokens import GetToken
 
 __all__ = ["GraphSSEClient", "Handler"]
 
@@ -131,6 +132,7 @@ class GraphSSEClient:
         max_backoff: float = 30.0,
         jitter: float = 0.25,
         max_answer: int = 16 << 20,
+        get_token: GetToken | None = None,
     ) -> None:
         """
         @param reactor: the reactor; the global one by default.
@@ -145,7 +147,15 @@ class GraphSSEClient:
         @param idle_timeout: see L{EventSource}.
         @param max_backoff: see L{EventSource}.
         @param jitter: see L{EventSource}.
+        @param get_token: where tokens come from, for servers that want
+            them: a function returning a token (a JWT) or a L{Deferred} of
+            one.  Each connection asks it before its stream opens and again
+            shortly before each token's C{exp}, sends the token as
+            C{Authorization: Bearer} with the stream and every C{POST}, and
+            has its open session carry on under the new one
+            (C{refreshToken}) instead of reconnecting.
         """
+        self._get_token = get_token
         self._reactor = reactor if reactor is not None else default_reactor()
         self.routes: dict[str, Any] = dict(routes or {})
         self._own: Connections | None = None
@@ -268,11 +278,14 @@ class GraphSSEClient:
         *,
         headers: Mapping[str, str] | None = None,
         last_event_id: str | None = None,
+        get_token: GetToken | None = None,
     ) -> Deferred[Connection]:
         """
         Open a stream to the endpoint at C{url}.
 
         @param headers: extra headers for this connection's requests.
+        @param get_token: this connection's source of tokens, in place of
+            the client's (see L{GraphSSEClient}).
         @param last_event_id: resume after this event id.
         @return: a L{Deferred} firing with the L{Connection} once the server
             has sent its session id; failing with L{RemoteError} if the
@@ -290,7 +303,7 @@ class GraphSSEClient:
             start=False,
             **evolve(self._stream, headers=merged).keywords(),
         )
-        connection = Connection(self, url, source, merged)
+        connection = Connection(self, url, source, merged, get_token or self._get_token)
         self.connections.append(connection)
         for event_type in self._handlers:
             connection._listen(event_type)
@@ -313,7 +326,15 @@ class GraphSSEClient:
                 result.errback(failure)
 
         connection.when_session().addCallbacks(ready, failed)
-        source.start()
+        if connection.tokens is None:
+            source.start()
+        else:
+
+            def no_token(failure: Failure) -> None:
+                connection._shutdown(failure)
+                source.close()
+
+            connection.tokens.start().addCallbacks(lambda _: source.start(), no_token)
         return result
 
     @property

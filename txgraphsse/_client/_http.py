@@ -60,6 +60,7 @@ __all__ = [
     "entry_error",
     "remote_error",
     "retry_after",
+    "set_header",
 ]
 
 
@@ -151,6 +152,16 @@ def _error_in(value: Any, status: int, code: str, message: str) -> RemoteError:
         if isinstance(error.get("message"), str):
             message = error["message"]
     return RemoteError(status, code, message)
+
+
+def set_header(headers: dict[str, str], name: str, value: str) -> None:
+    """
+    Put C{name: value} in C{headers}, in place of any header of that name
+    (in any case).
+    """
+    for key in [key for key in headers if key.lower() == name.lower()]:
+        del headers[key]
+    headers[name] = value
 
 
 def retry_after(headers: Headers, now: float) -> float | None:

@@ -209,6 +209,9 @@ class EventSource:
         self.on_open: Callable[[], object] | None = None
         self.on_error: Callable[[Failure], object] | None = None
         self.on_close: Callable[[Failure | None], object] | None = None
+        #: Called before each reconnection, which waits for the L{Deferred}
+        #: it returns (fresh credentials, say); it must not fail.
+        self.before_reconnect: Callable[[], Deferred[None]] | None = None
         self._handlers: Handlers[[ServerSentEvent]] = Handlers(self._log)
         self._attempt: Attempt | None = None
         self._timer: IDelayedCall | None = None
@@ -224,6 +227,13 @@ class EventSource:
         return f"<EventSource {self.url!r} {self.ready_state.name}>"
 
     # Handlers
+
+    def set_header(self, name: str, value: str) -> None:
+        """
+        Send C{name: value} (an C{Authorization}, say) with the next
+        attempts, in place of any header of that name.
+        """
+        self._get.set_header(name, value)
 
     def add_handler(self, event_type: str, handler: EventHandler) -> None:
         """
@@ -436,7 +446,20 @@ class EventSource:
             "Reconnecting to {url} in {delay:.3f} s", url=self.url, delay=delay
         )
         self._cancel_timer()
-        self._timer = self._reactor.callLater(delay, self._connect)
+        self._timer = self._reactor.callLater(delay, self._reconnect)
+
+    def _reconnect(self) -> None:
+        prepare = self.before_reconnect
+        if prepare is None:
+            self._connect()
+            return
+        self._timer = None
+
+        def go(_: object) -> None:
+            if self.ready_state is not ReadyState.CLOSED and self._attempt is None:
+                self._connect()
+
+        prepare().addBoth(go)
 
     def _cancel_timer(self) -> None:
         timer, self._timer = self._timer, None
