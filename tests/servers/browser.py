@@ -12,7 +12,13 @@ It serves, on one origin:
   - C{/sse}: the endpoint: channel C{news} keeps 50 events of history, and
     clients are told to wait L{RETRY} ms before reconnecting;
   - C{/full}: an endpoint with room for one stream (C{max_sessions=1}, a
-    C{Retry-After} of 1 s), whose state C{test_full} reports.
+    C{Retry-After} of 1 s), whose state C{test_full} reports;
+  - C{/jwt}: an endpoint that takes JWTs (C{JWTAuthorizer(SECRET)}), with
+    channels C{news} and C{alerts} (50 events of history each), for
+    C{tests/test_browser_tokens.py}; C{/token} issues its tokens
+    (L{TokenIssuer}), C{/tokens} (L{TOKENS_PAGE}) and C{/tokens-classic}
+    (L{TOKENS_CLASSIC_PAGE}) are its pages, and the routes C{test_jwt_*}
+    publish on it, close its streams and say how many it opened.
 
 The routes named C{test_*} let the test (a plain HTTP client) drive the
 server side towards one session: C{post}, C{request}, C{run}, C{subscribe}
@@ -32,18 +38,31 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+import uuid
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 from twisted.web.static import Data
 
-from txgraphsse import Limits, SSEBackend, SSEEndpoint
+from txgraphsse import JWTAuthorizer, Limits, SSEBackend, SSEEndpoint
 
 from . import HoldNext, serve
 
-__all__ = ["PAGE", "RETRY", "announce_routes", "make_site"]
+__all__ = [
+    "PAGE",
+    "RETRY",
+    "SECRET",
+    "TOKENS_CLASSIC_PAGE",
+    "TOKENS_PAGE",
+    "CountStreams",
+    "TokenIssuer",
+    "add_token_endpoint",
+    "announce_routes",
+    "make_site",
+]
 
 #: Milliseconds clients wait before they reconnect (the C{retry:} field).
 RETRY = 1000
@@ -139,6 +158,223 @@ window.sse = new GraphSSE({
 });
 </script></body></html>
 """
+
+
+#: The HS256 secret of C{/jwt}'s tokens.
+SECRET = "browser-test-secret-0123456789-abcdef"
+
+#: The page of C{/jwt}: nothing opens until the test calls
+#: C{start(queryOf)}, where C{queryOf(n)} is the query of C{/token} that the
+#: client's C{n}th C{getToken} fetches (or C{[query, ms]}: answer C{ms}
+#: later).  It records, in C{window.seen}, each token it got, each C{POST}
+#: the client made (its body, C{Authorization} and status, through the
+#: client's C{fetch} option), each stream's URL and when it opened, when
+#: each C{expired} came, and every event and callback.
+TOKENS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>graphsse tokens</title>
+<link rel="icon" href="data:,"></head>
+<body><p>session <code id="sid">-</code></p>
+<script type="module">
+import { openSSE } from "/jwt/client.js";
+const seen = (window.seen = {
+  news: [], alerts: [], sessions: [], tokens: [], posts: [], urls: [],
+  errors: [], left: [], expired: [], openedAt: [], closed: null,
+});
+window.start = (queryOf) => {
+  let calls = 0;
+  const getToken = async () => {
+    calls += 1;
+    const plan = queryOf(calls);
+    const [query, delay] = Array.isArray(plan) ? plan : [plan, 0];
+    if (delay) await new Promise((resolve) => setTimeout(resolve, delay));
+    const response = await fetch("/token?" + query, { cache: "no-store" });
+    if (!response.ok) throw new Error("/token answered " + response.status);
+    const token = await response.text();
+    seen.tokens.push(token);
+    return token;
+  };
+  const recording = async (url, init) => {
+    const response = await fetch(url, init);
+    if (init && init.method === "POST") {
+      const headers = init.headers || {};
+      seen.posts.push({
+        body: init.body, auth: headers.Authorization || null, status: response.status,
+      });
+    }
+    return response;
+  };
+  window.sse = openSSE({
+    url: "/jwt",
+    channels: ["news", "alerts"],
+    retryDelay: 300,
+    getToken,
+    fetch: recording,
+    events: {
+      news: (data, event) => seen.news.push({ text: data.text, id: event.lastEventId }),
+      alerts: (data) => seen.alerts.push(data.text),
+    },
+    onopen() {
+      seen.urls.push(window.sse.source.url);
+      seen.openedAt.push(Date.now());
+    },
+    onsession(id) {
+      seen.sessions.push(id);
+      document.getElementById("sid").textContent = id;
+    },
+    onleft: (channel) => seen.left.push(channel),
+    onexpired: () => seen.expired.push(Date.now()),
+    onerror: (error) => seen.errors.push(String(error && (error.code || error.type))),
+    onclose: (reason) => { seen.closed = String(reason && reason.code); },
+  });
+};
+</script></body></html>
+"""
+
+#: The classic build on C{/jwt}, with a C{getToken}.
+TOKENS_CLASSIC_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>classic tokens</title>
+<link rel="icon" href="data:,"></head>
+<body><p id="sid">-</p>
+<script src="/jwt/client.classic.js"></script>
+<script>
+window.left = [];
+window.sse = GraphSSE.openSSE({
+  url: "/jwt",
+  channels: ["news", "alerts"],
+  getToken: () => fetch("/token?channels=news,alerts", { cache: "no-store" })
+    .then((response) => response.text()),
+  onleft: (channel) => window.left.push(channel),
+  onsession: (id) => { document.getElementById("sid").textContent = id; },
+});
+</script></body></html>
+"""
+
+
+class TokenIssuer(Resource):
+    """
+    C{GET /token?sub=alice&channels=news,alerts&ttl=3}: a JWT of C{/jwt}
+    (as text) for subject C{sub}, that may join C{channels} and expires
+    C{ttl} seconds from now (its C{exp} is whole seconds, so it lives
+    between C{ttl - 1} and C{ttl}); each has a C{jti} of its own, so no two
+    are the same.
+
+    @ivar issued: how many it has issued.
+    """
+
+    isLeaf = True
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.secret = secret
+        self.issued = 0
+
+    def render_GET(self, request: Request) -> bytes:
+        import jwt
+
+        args = request.args or {}
+
+        def arg(name: str, default: str) -> str:
+            values = args.get(name.encode("ascii"))
+            return values[0].decode("utf-8") if values else default
+
+        claims = {
+            "sub": arg("sub", "alice"),
+            "subscribe": [c for c in arg("channels", "news,alerts").split(",") if c],
+            "exp": int(time.time()) + int(arg("ttl", "3")),
+            "jti": uuid.uuid4().hex,
+        }
+        self.issued += 1
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return jwt.encode(claims, self.secret, algorithm="HS256").encode("ascii")
+
+
+class CountStreams(Resource):
+    """
+    An endpoint's resource, counting the requests for its stream (C{GET}
+    and C{HEAD} of the path itself) and those refused (any status but 200).
+
+    @ivar gets: C{GET}s of the stream.
+    @ivar heads: C{HEAD}s of it (the client's probes after a refusal).
+    @ivar refused: C{GET}s and C{HEAD}s answered with another status.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: Resource) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.inner = inner
+        self.gets = 0
+        self.heads = 0
+        self.refused = 0
+
+    def render(self, request: Request) -> Any:
+        stream = not any(request.postpath or ())
+        result = self.inner.render(request)
+        if stream and request.method in (b"GET", b"HEAD"):
+            if request.method == b"GET":
+                self.gets += 1
+            else:
+                self.heads += 1
+            if request.code != 200:
+                self.refused += 1
+        return result
+
+
+def add_token_endpoint(backend: SSEBackend, root: Resource) -> SSEEndpoint:
+    """
+    Mount C{/jwt}, C{/token}, C{/tokens} and C{/tokens-classic} on C{root},
+    and add the routes C{test_jwt_*} that drive C{/jwt} to C{backend}.
+    """
+    endpoint = backend.setup_sse(
+        "/jwt",
+        channels=["news", "alerts"],
+        history=50,
+        retry=RETRY,
+        keepalive=5.0,
+        authorizer=JWTAuthorizer(SECRET),
+    )
+    issuer = TokenIssuer(SECRET)
+    html = "text/html; charset=utf-8"
+    counted = CountStreams(endpoint.resource)
+    root.putChild(b"jwt", counted)
+    root.putChild(b"token", issuer)
+    root.putChild(b"tokens", Data(TOKENS_PAGE.encode("utf-8"), html))
+    root.putChild(b"tokens-classic", Data(TOKENS_CLASSIC_PAGE.encode("utf-8"), html))
+
+    @backend.route("test_jwt_publish")
+    def publish(channel: str, text: str) -> int:
+        """
+        Publish C{{"text": text}} on C{/jwt}'s C{channel}.
+        """
+        return endpoint.channels[channel].broadcast({"text": text})
+
+    @backend.route("test_jwt_state")
+    def state() -> dict[str, int]:
+        """
+        How many streams C{/jwt} has opened and holds, the requests for
+        them (L{CountStreams}), and how many tokens C{/token} has issued.
+        """
+        return {
+            "opened": endpoint.counters.sessions_opened,
+            "sessions": len(endpoint.sessions),
+            "gets": counted.gets,
+            "heads": counted.heads,
+            "refused": counted.refused,
+            "issued": issuer.issued,
+        }
+
+    @backend.route("test_jwt_kick")
+    def kick() -> int:
+        """
+        Close every stream of C{/jwt} (not for their tokens).
+        """
+        open_ = list(endpoint.sessions.values())
+        for session in open_:
+            session.close()
+        return len(open_)
+
+    return endpoint
 
 
 def _one(result: Deferred[Any] | dict[str, Deferred[Any]]) -> Deferred[Any]:
@@ -322,6 +558,7 @@ def make_site(publish: list[str]) -> Site:
 
     root.putChild(b"sse", hold)
     root.putChild(b"full", full.resource)
+    add_token_endpoint(backend, root)
     return Site(root)
 
 

@@ -20,6 +20,17 @@ var GraphSSE = (function () {
  *     await sse.ready;
  *     console.log(await sse.run("add", [1, 2]));
  *
+ * With `getToken` (a function that returns a token, or a Promise of one),
+ * the client keeps its credentials fresh as the Python client's TokenKeeper
+ * does: it asks before the stream opens, puts the token in the stream's URL
+ * (`?token=`: an EventSource cannot send headers) and in every POST's
+ * `Authorization: Bearer`, asks again shortly before the token's `exp` (read
+ * from the JWT unverified: the server checks) and POSTs `refreshToken` so
+ * that the same stream carries on.  Each new stream (after an `expired`
+ * event, or when the browser's own reconnection would carry a token that is
+ * no longer the one to use) is opened by the client itself with a fresh
+ * token and the last event id.
+ *
  * @module graphsse
  */
 
@@ -30,6 +41,14 @@ const MAX_RETRY_MS = 60000;
 // Statuses after which reconnecting cannot help: 204 is the server's "do not
 // reconnect"; the others refuse the request itself (auth, channels, path).
 const FINAL_STATUSES = [204, 400, 401, 403, 404, 410];
+const OPEN = 1; // EventSource.OPEN
+// A token is renewed this share of its remaining life before its `exp`,
+// within these bounds (the Python client's TokenKeeper: margin, least, most).
+const TOKEN_MARGIN = 0.1;
+const TOKEN_LEAST_MS = 1000;
+const TOKEN_MOST_MS = 60000;
+// setTimeout's longest delay; a longer one would fire at once.
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 let lastCallback = 0;
 
@@ -65,6 +84,26 @@ function parse(text) {
 function spread(args) {
   if (args === null || args === undefined) return [];
   return Array.isArray(args) ? args : [args];
+}
+
+/**
+ * When JWT `token` expires (its `exp`, in milliseconds since the epoch),
+ * read without checking its signature; null if it is not a JWT with an `exp`.
+ * @param {string} token
+ * @returns {number | null}
+ */
+function tokenExpiry(token) {
+  const parts = token.split(".");
+  if (parts.length !== 3) return null;
+  try {
+    const base64 = parts[1].replace(/-/g, "+").replace(/_/g, "/");
+    const binary = atob(base64 + "=".repeat((4 - (base64.length % 4)) % 4));
+    const bytes = Uint8Array.from(binary, (char) => char.charCodeAt(0));
+    const exp = JSON.parse(new TextDecoder().decode(bytes))?.exp;
+    return typeof exp === "number" && Number.isFinite(exp) ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -203,6 +242,17 @@ function retryAfterMs(value) {
  *   The server could not replay everything since `lastEventId`: events were missed.
  * @property {(args: any, sse: GraphSSE) => void} [onshutdown]
  *   The server is shutting down; the client reconnects when it can.
+ * @property {() => string | Promise<string>} [getToken] Where the client's
+ *   tokens come from: asked before the stream opens, shortly before each
+ *   token's `exp`, and before a reconnection that needs a fresh one.  The
+ *   token goes in the stream's URL (`?token=`) and in every POST
+ *   (`Authorization: Bearer`).
+ * @property {(channel: string, sse: GraphSSE) => void} [onleft] A refreshed
+ *   token no longer allows `channel`: the stream left it, and later streams
+ *   do not ask for it.
+ * @property {(args: any, sse: GraphSSE) => void} [onexpired] The server
+ *   ended the stream at its token's expiry; with `getToken`, the client
+ *   reconnects at once with a fresh token.
  * @property {boolean} [withCredentials] Send cookies cross-origin (stream and POSTs).
  * @property {string} [lastEventId] Resume after this event id.
  * @property {Record<string, string>} [headers] Extra headers for every POST.
@@ -234,6 +284,23 @@ class GraphSSE {
   closed = false;
   /** @type {Record<string, Route | Record<string, Route>>} Browser routes. */
   routes;
+
+  /** @type {string | null} The token `getToken` gave last. */
+  #token = null;
+  /**
+   * @type {string | null} The token the open session is under: the one its
+   * stream was opened with, or the last one a refresh was answered for.
+   * POSTs carry it.
+   */
+  #sessionToken = null;
+  /** @type {string | null} The token in the current EventSource's URL. */
+  #sourceToken = null;
+  /** Whether the server said the token expired, or refused to carry on under it. */
+  #stale = false;
+  /** @type {ReturnType<typeof setTimeout> | null} When the token is renewed. */
+  #tokenTimer = null;
+  /** @type {string[]} The channels the stream asks for (less those it left). */
+  #channels;
 
   /** @type {GraphSSEOptions} */
   #options;
@@ -271,8 +338,14 @@ class GraphSSE {
     this.path = new URL(this.url).pathname;
     this.routes = { ...options.routes };
     this.lastEventId = options.lastEventId ?? "";
+    this.#channels = [...(options.channels ?? [])];
     this.ready = /** @type {Promise<string>} */ (this.#next?.promise);
-    this.#open();
+    this.#connect();
+  }
+
+  /** @returns {string | null} The current token (`getToken`'s last), if any. */
+  get token() {
+    return this.#token;
   }
 
   /**
@@ -473,19 +546,51 @@ class GraphSSE {
 
   // The stream
 
-  #open() {
-    const options = this.#options;
-    const Source = options.EventSource ?? globalThis.EventSource;
+  /**
+   * Open a stream; with `getToken`, once there is a token fit for it (when
+   * `getToken` fails: wait, with the backoff, and try again).
+   */
+  #connect() {
+    if (!this.#options.getToken) {
+      this.#open();
+      return;
+    }
+    this.#freshToken().then(
+      () => {
+        if (!this.closed) this.#open();
+      },
+      (error) => {
+        this.#report(error);
+        if (!this.closed) this.#retry(this.#options.retryDelay ?? DEFAULT_RETRY_MS);
+      },
+    );
+  }
+
+  /**
+   * The URL of the next stream: the endpoint's, with the last event id, the
+   * token and the channels in its query.
+   * @returns {string}
+   */
+  #streamUrl() {
     const url = new URL(this.url);
     url.hash = "";
     if (this.lastEventId) url.searchParams.set("lastEventId", this.lastEventId);
+    if (this.#options.getToken && this.#token !== null) url.searchParams.set("token", this.#token);
     let href = url.href;
-    if (options.channels?.length) {
-      const names = options.channels.map(encodeURIComponent).join(",");
+    if (this.#channels.length) {
+      const names = this.#channels.map(encodeURIComponent).join(",");
       href += `${url.search ? "&" : "?"}channels=${names}`;
     }
+    return href;
+  }
+
+  #open() {
+    const options = this.#options;
+    const Source = options.EventSource ?? globalThis.EventSource;
+    const href = this.#streamUrl();
     const source = new Source(href, { withCredentials: !!options.withCredentials });
     this.source = source;
+    this.#sourceToken = options.getToken ? this.#token : null;
     /**
      * @param {string} name
      * @param {(event: any) => void} handler
@@ -501,11 +606,13 @@ class GraphSSE {
     listen("message", (event) => this.#receive(event));
     listen("reset", (event) => options.onreset?.(parse(event.data)?.args ?? {}, this));
     listen("shutdown", (event) => options.onshutdown?.(parse(event.data)?.args, this));
+    listen("expired", (event) => this.#expired(parse(event.data)?.args, source));
+    listen("left", (event) => this.#left(parse(event.data)?.args));
     const events = options.events ?? {};
     for (const [name, handler] of Object.entries(events)) {
       if (name !== "message") listen(name, (event) => handler(parse(event.data), event, this));
     }
-    for (const name of options.channels ?? []) {
+    for (const name of this.#channels) {
       if (!Object.hasOwn(events, name) && name !== "message") {
         listen(name, (event) => options.onmessage?.(parse(event.data), event, this));
       }
@@ -522,18 +629,79 @@ class GraphSSE {
     // The session ended with its stream: calls wait for the next one.
     if (!this.closed) this.#next ??= deferred();
     this.#options.onerror?.(event, this);
-    // CONNECTING: the browser reconnects by itself (Last-Event-ID and all).
+    if (this.closed) return;
+    // CONNECTING: the browser reconnects by itself (Last-Event-ID and all),
+    // unless the token in the source's URL will not do: then we take over.
     // CLOSED: it gave up on a refusal (non-200); we take over.
-    if (source.readyState === CLOSED && !this.closed) this.#reconnectLater();
+    if (source.readyState === CLOSED) {
+      this.#reconnectLater(true);
+    } else if (this.#options.getToken && this.#sourceTokenUnfit()) {
+      source.close();
+      this.#reconnectLater(false);
+    }
   }
 
-  /** Ask why the server refused, then wait (Retry-After, backoff) and reopen. */
-  async #reconnectLater() {
+  /**
+   * Whether the browser's own reconnection would carry a token that is not
+   * the one to use: stale, replaced since (by a refresh), or about to expire
+   * (within `retryDelay` and a second).
+   * @returns {boolean}
+   */
+  #sourceTokenUnfit() {
+    const token = this.#sourceToken;
+    if (this.#stale || token === null || token !== this.#token) return true;
+    const expires = tokenExpiry(token);
+    const ahead = TOKEN_LEAST_MS + (this.#options.retryDelay ?? DEFAULT_RETRY_MS);
+    return expires !== null && expires - Date.now() <= ahead;
+  }
+
+  /**
+   * The server ended the stream at its token's expiry.  With `getToken`, a
+   * new stream opens at once with a fresh token and the last event id (the
+   * browser's own reconnection would carry the expired one).
+   * @param {any} args
+   * @param {EventSource} source
+   */
+  #expired(args, source) {
+    this.#options.onexpired?.(args, this);
+    if (!this.#options.getToken || this.closed) return;
+    this.#stale = true;
+    this.#next ??= deferred();
+    source.close();
+    this.#connect();
+  }
+
+  /**
+   * A refresh took the stream out of `channel`: later streams do not ask for
+   * it (the server would refuse them).
+   * @param {any} channel
+   */
+  #left(channel) {
+    if (typeof channel === "string") this.#channels = this.#channels.filter((name) => name !== channel);
+    this.#options.onleft?.(channel, this);
+  }
+
+  /**
+   * Ask why the server refused, then wait (Retry-After, backoff) and reopen.
+   * With `getToken`, take a fresh token first if `renew` (the refusal may be
+   * the token's), else if the current one is about to expire.
+   * @param {boolean} renew
+   */
+  async #reconnectLater(renew) {
     const options = this.#options;
-    const attempt = this.#attempts++;
     let base = options.retryDelay ?? DEFAULT_RETRY_MS;
+    if (options.getToken) {
+      if (renew) this.#stale = true;
+      try {
+        await this.#freshToken();
+      } catch (error) {
+        this.#report(error);
+        if (!this.closed) this.#retry(base);
+        return;
+      }
+    }
     try {
-      const url = this.source?.url ?? this.url;
+      const url = this.#streamUrl();
       /** @type {RequestInit} */
       const init = { cache: "no-store", credentials: this.#credentials() };
       const head = await this.#fetch(url, { ...init, method: "HEAD" });
@@ -553,12 +721,121 @@ class GraphSSE {
       // unreachable: back off all the same
     }
     if (this.closed) return;
-    const cap = options.maxRetryDelay ?? MAX_RETRY_MS;
+    this.#retry(base);
+  }
+
+  /**
+   * Open a stream again after `base` ms, doubled for each attempt since the
+   * last session, with some jitter, at most `maxRetryDelay`.
+   * @param {number} base
+   */
+  #retry(base) {
+    const attempt = this.#attempts++;
+    const cap = this.#options.maxRetryDelay ?? MAX_RETRY_MS;
     const backoff = Math.min(cap, base * 2 ** attempt * (1 + Math.random() / 5));
     this.#timer = setTimeout(() => {
       this.#timer = null;
-      if (!this.closed) this.#open();
+      if (!this.closed) this.#connect();
     }, Math.max(base, backoff));
+  }
+
+  // Tokens
+
+  /**
+   * Before a new stream: ask `getToken` if there is no token, or it is
+   * stale or about to expire; else keep it.
+   * @returns {Promise<void>}
+   */
+  async #freshToken() {
+    const token = this.#token;
+    const expires = token === null ? null : tokenExpiry(token);
+    if (this.#stale || token === null || (expires !== null && expires - Date.now() <= TOKEN_LEAST_MS)) {
+      await this.#renewToken();
+    }
+  }
+
+  /**
+   * Ask `getToken` now and keep its answer; a new token's renewal is
+   * scheduled.
+   * @returns {Promise<string>}
+   */
+  async #renewToken() {
+    const getToken = /** @type {() => string | Promise<string>} */ (this.#options.getToken);
+    const token = await getToken();
+    if (typeof token !== "string" || !token) {
+      throw new TypeError(`getToken gave ${token === null ? "null" : typeof token}, not a token`);
+    }
+    if (this.closed) return token;
+    const fresh = token !== this.#token;
+    this.#token = token;
+    this.#stale = false;
+    // The same token again: asking again before it expires would not help;
+    // the stream ends at its expiry and the reconnection asks.
+    if (fresh) this.#scheduleRenewal(token);
+    return token;
+  }
+
+  /**
+   * Renew `token` shortly before its `exp`: this share of its remaining
+   * life, within a second and a minute.  A token without `exp` is renewed
+   * only when the server says it expired.
+   * @param {string} token
+   */
+  #scheduleRenewal(token) {
+    if (this.#tokenTimer !== null) clearTimeout(this.#tokenTimer);
+    this.#tokenTimer = null;
+    const expires = tokenExpiry(token);
+    if (expires === null) return;
+    const left = expires - Date.now();
+    const due = expires - Math.min(TOKEN_MOST_MS, Math.max(TOKEN_LEAST_MS, left * TOKEN_MARGIN));
+    const wait = () => {
+      const delay = due - Date.now();
+      if (delay > MAX_TIMER_MS) {
+        this.#tokenTimer = setTimeout(wait, MAX_TIMER_MS);
+        return;
+      }
+      this.#tokenTimer = setTimeout(() => {
+        this.#tokenTimer = null;
+        this.#refreshToken();
+      }, Math.max(0, delay));
+    };
+    wait();
+  }
+
+  /** The token is about to expire: get a new one, and carry the session on under it. */
+  async #refreshToken() {
+    if (this.closed) return;
+    const before = this.#token;
+    try {
+      await this.#renewToken();
+    } catch (error) {
+      // The stream carries on until the token's expiry; then the server
+      // ends it, and the reconnection asks again.
+      this.#report(error);
+      return;
+    }
+    if (this.#token !== before) this.#refreshSession();
+  }
+
+  /**
+   * POST `refreshToken` with the current token, so that the open session
+   * carries on under it.  Without an open session there is nothing to do:
+   * the next stream takes the token.  A refusal (`not_here`, `forbidden`,
+   * ...) leaves the session under its old token, until its expiry; the
+   * reconnection then takes a fresh one.
+   */
+  async #refreshSession() {
+    const token = this.#token;
+    const sessionId = this.sessionId;
+    if (this.closed || token === null || sessionId === null || this.#next !== null) return;
+    if (this.source?.readyState !== OPEN) return;
+    try {
+      await this.#postNow(sessionId, { route: "refreshToken", sessionId }, token);
+      if (this.sessionId === sessionId && this.#next === null) this.#sessionToken = token;
+    } catch (error) {
+      if (this.#token === token) this.#stale = true;
+      this.#report(error);
+    }
   }
 
   /**
@@ -570,6 +847,8 @@ class GraphSSE {
     this.closed = true;
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.#timer = null;
+    if (this.#tokenTimer !== null) clearTimeout(this.#tokenTimer);
+    this.#tokenTimer = null;
     this.source?.close();
     this.#next?.reject(reason ?? failure("the connection was terminated", 0, "terminated"));
     this.#next = null;
@@ -599,8 +878,13 @@ class GraphSSE {
     this.sessionId = sessionId;
     this.#attempts = 0;
     this.#served.clear(); // the server's subscriptions ended with the old session
+    this.#sessionToken = this.#sourceToken;
     this.#next?.resolve(sessionId);
     this.#next = null;
+    // A token that came while the stream was opening: the session takes it.
+    if (this.#sourceToken !== null && this.#sourceToken !== this.#token && !this.#stale) {
+      this.#refreshSession();
+    }
     if (again) {
       for (const [route, entry] of this.#subscriptions) {
         this.#subscribeOnServer(route, entry).catch((error) => {
@@ -776,15 +1060,25 @@ class GraphSSE {
    * POST `body` (a message or a batch) at once.
    * @param {string} sessionId
    * @param {any} body
+   * @param {string | null} [token] for `Authorization: Bearer` (default:
+   *   the session's, with `getToken`)
    * @returns {Promise<any>}
    */
-  async #postNow(sessionId, body) {
+  async #postNow(sessionId, body, token = this.#sessionToken ?? this.#token) {
+    /** @type {Record<string, string>} */
+    const headers = { ...this.#options.headers };
+    if (this.#options.getToken && token) {
+      for (const name of Object.keys(headers)) {
+        if (name.toLowerCase() === "authorization") delete headers[name];
+      }
+      headers.Authorization = `Bearer ${token}`;
+    }
     let response;
     try {
       response = await this.#fetch(this.url, {
         method: "POST",
         headers: {
-          ...this.#options.headers,
+          ...headers,
           "Content-Type": JSON_TYPE,
           "X-GraphSSE-Session": sessionId,
         },

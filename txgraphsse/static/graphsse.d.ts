@@ -48,11 +48,25 @@ export interface GraphSSEOptions {
   onreset?: (info: { lastEventId: string | null }, sse: GraphSSE) => void;
   /** The server is shutting down; the client reconnects when it can. */
   onshutdown?: (args: any, sse: GraphSSE) => void;
+  /**
+   * Where the client's tokens (JWTs, say) come from.  Asked before the stream
+   * opens, again shortly before each token's `exp` (10% of its remaining
+   * life, within 1 s and 60 s; read unverified), and before a reconnection
+   * that needs a fresh token (after an `expired` event, a refused stream, or
+   * a failed refresh).  The token goes in the stream's URL (`?token=`) and
+   * in every POST (`Authorization: Bearer`); a renewed one is POSTed as
+   * `refreshToken`, so that the same stream carries on.
+   */
+  getToken?: () => string | Promise<string>;
+  /** A refreshed token no longer allows `channel`: the stream left it, and later streams do not ask for it. */
+  onleft?: (channel: string, sse: GraphSSE) => void;
+  /** The server ended the stream at its token's expiry; with `getToken` the client reconnects at once with a fresh one. */
+  onexpired?: (args: any, sse: GraphSSE) => void;
   /** Send cookies cross-origin, on the stream and on POSTs. */
   withCredentials?: boolean;
   /** Resume after this event id. */
   lastEventId?: string;
-  /** Extra headers for every POST (for example `Authorization`). */
+  /** Extra headers for every POST (for example `Authorization`, which `getToken`'s token replaces). */
   headers?: Record<string, string>;
   /** Milliseconds to wait after a refusal that names no Retry-After (default 5000); doubled on each failure. */
   retryDelay?: number;
@@ -89,6 +103,8 @@ export declare class GraphSSE {
   readonly path: string;
   /** Browser routes the server can call. */
   routes: Record<string, RouteEntry>;
+  /** The token `getToken` gave last (null without `getToken`, or before its first answer). */
+  readonly token: string | null;
 
   /** POST `message` as it is (plus `sessionId`); resolves with the server's JSON answer. */
   send(message: any): Promise<any>;
