@@ -974,6 +974,7 @@ CLIENT_LAYERS = (
     "txgraphsse._client._serving",
     "txgraphsse._client._connection",
     "txgraphsse._client._graph",
+    "txgraphsse._client._api",
 )
 
 #: The modules of the package the client shares with the server: the wire,

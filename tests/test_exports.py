@@ -70,6 +70,7 @@ ORIGINS: dict[str, dict[str, str]] = {
         "ReadyState": "txgraphsse._client._source",
         "RemoteError": "txgraphsse._client._http",
         "ResponseTooLarge": "txgraphsse._client._http",
+        "ServerAPI": "txgraphsse._client._api",
         "ServerSentEvent": "txgraphsse._parser",
         "UnknownRoute": "txgraphsse._client._routes",
     },

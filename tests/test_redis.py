@@ -998,6 +998,9 @@ SCRIPT_SHAS = {
     "leave": "99106a69ca77359a0ca9bc130fff0b4701f7f3a6",
     "sync": "975713df96d5c1482198cc29fbcc64ac5fce475e",
     "replay": "96815c5516f613a60a809be40dcfae8320c5abe6",
+    "presence_write": "7de32617e2106f5efa5b80fd1dd8292d5b73b169",
+    "presence_refresh": "265b9f1455c1319bd1a841f98be0c7373ffde0bf",
+    "presence_read": "ee9813f3a153e0e8d646a50be849aeee2bdd1701",
 }
 
 #: The broker's package.
@@ -1354,6 +1357,7 @@ class LayoutTests(SynchronousTestCase):
         "_publish",
         "_bus",
         "_peers",
+        "_presence",
         "_broker",
     ]
 

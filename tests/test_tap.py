@@ -209,21 +209,23 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_structure(self) -> None:
         """
-        A C{MultiService} whose first child is the L{SSEService} and whose
-        others are one listening service per C{--port}, in order, all serving
-        the same C{Site}: stopping in reverse order closes the ports before
-        the streams.
+        A C{MultiService} whose first child is the L{SSEService}, whose
+        next are one listening service per C{--port}, in order, all serving
+        the same C{Site}, and whose last is the demo's ticker: stopping in
+        reverse order stops the ticker and closes the ports before the
+        streams.
         """
         top = tap.makeService(
             _options("--port", "tcp:8081:interface=127.0.0.1", "--port", "8082")
         )
         assert isinstance(top, MultiService)
         children = list(top)
-        self.assertEqual(len(children), 3)
+        self.assertEqual(len(children), 4)
         self.assertIsInstance(children[0], SSEService)
-        for child in children[1:]:
+        for child in children[1:3]:
             self.assertIsInstance(child, StreamServerEndpointService)
-        first, second = children[1:]
+        self.assertEqual(type(children[3]).__name__, "Ticker")
+        first, second = children[1:3]
         assert isinstance(first, StreamServerEndpointService)
         assert isinstance(second, StreamServerEndpointService)
         self.assertEqual(first.endpoint._port, 8081)
@@ -251,7 +253,8 @@ class MakeServiceTests(SynchronousTestCase):
         )
         self.assertEqual(list(service.backend.endpoints), ["/api/events"])
         self.assertEqual(endpoint.path, "/api/events")
-        self.assertEqual(set(endpoint.channels), {"message", "a", "b"})
+        # The demo adds its own channel (no --static, no --app).
+        self.assertEqual(set(endpoint.channels), {"message", "a", "b", "demo"})
         self.assertEqual(endpoint.keepalive, 3.0)
         self.assertEqual(endpoint.history.size, 7)
         self.assertEqual(endpoint.retry, 500)
@@ -266,6 +269,42 @@ class MakeServiceTests(SynchronousTestCase):
         _, _, endpoint, _ = _service("--dynamic-channels")
         self.assertTrue(endpoint.dynamic_channels)
 
+    def test_api(self) -> None:
+        """
+        C{--api-key} (more than once) and C{--api-key-file} mount the server
+        API at C{/api}, or at C{--api-path}; without a key or a JWT option
+        there is none.
+        """
+        from txgraphsse.api import ServerAPIResource
+
+        _, _, _, site = _service()
+        self.assertNotIn(b"api", site.resource.children)
+        with tempfile.NamedTemporaryFile(
+            "w", suffix=".keys", delete=False, encoding="utf-8"
+        ) as file:
+            file.write("from-file-1\n\nfrom-file-2\n")
+        keys = file.name
+        self.addCleanup(os.unlink, keys)
+        _, _, endpoint, site = _service(
+            "--api-key", "k1", "--api-key", "k2", "--api-key-file", keys
+        )
+        api = site.resource.children[b"api"]
+        self.assertIsInstance(api, ServerAPIResource)
+        self.assertIs(api.endpoint, endpoint)
+        self.assertEqual(
+            _options("--api-key", "k1", "--api-key-file", keys)["api-keys"],
+            ["k1", "from-file-1", "from-file-2"],
+        )
+        _, _, _, site = _service("--api-key", "k", "--api-path", "/ops/api/")
+        self.assertIsInstance(
+            site.resource.children[b"ops"].children[b"api"], ServerAPIResource
+        )
+        _, _, _, site = _service("--jwt-secret", "s" * 32)
+        self.assertIsInstance(site.resource.children[b"api"], ServerAPIResource)
+        for argv in (["--api-key", " "], ["--api-key-file", keys + ".missing"]):
+            with self.assertRaises(UsageError):
+                _options(*argv)
+
     def test_expose_errors(self) -> None:
         """
         A route's exception text is hidden unless C{--expose-errors}.
@@ -277,9 +316,10 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_root_path_refused(self) -> None:
         """
-        The endpoint cannot be mounted at C{/}, where the page is.
+        The endpoint cannot be mounted at C{/}, where the page is: a
+        L{UsageError}.
         """
-        self.assertRaises(ValueError, tap.makeService, _options("--path", "/"))
+        self.assertRaises(UsageError, _options, "--path", "/")
 
 
 class AppTests(SynchronousTestCase):

@@ -180,7 +180,7 @@ class OptionsTests(SynchronousTestCase):
             "tcp:0:interface=127.0.0.1",
         )
         supervisor = WorkerSupervisor(options)
-        supervisor._bind()
+        supervisor.bind()
         sockets = supervisor._sockets
         self.addCleanup(lambda: [s.close() for group in sockets for s in group])
         (group,) = sockets

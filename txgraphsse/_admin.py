@@ -34,7 +34,14 @@ from ._auth import AccessDenied, AllowAll, IAuthorizer, Unauthorized
 from ._backend import SSEBackend
 from ._messages import error_body
 
-__all__ = ["ADMIN_CLAIM", "AdminGuard", "authorizer_of", "is_admin"]
+__all__ = [
+    "ADMIN_CLAIM",
+    "AdminGuard",
+    "KeyRing",
+    "authorizer_of",
+    "has_claim",
+    "is_admin",
+]
 
 #: Where a token's claims say that its holder is an admin:
 #: C{{"graphsse": {"admin": true}}}.
@@ -44,16 +51,24 @@ ADMIN_CLAIM = ("graphsse", "admin")
 _KEY_SCHEMES = ("bearer", "apikey")
 
 
-def is_admin(principal: Any) -> bool:
+def has_claim(principal: Any, name: str) -> bool:
     """
-    Whether C{principal} is an admin: its C{claims} (as a
-    L{txgraphsse.JWTPrincipal}'s) hold C{"graphsse": {"admin": true}}, the
-    JSON C{true} itself, not merely a truthy value.
+    Whether C{principal}'s C{claims} (as a L{txgraphsse.JWTPrincipal}'s)
+    hold C{"graphsse": {name: true}}: the JSON C{true} itself, not merely a
+    truthy value.
     """
     node: Any = getattr(principal, "claims", None)
-    for part in ADMIN_CLAIM:
+    for part in (ADMIN_CLAIM[0], name):
         node = node.get(part) if isinstance(node, Mapping) else None
     return node is True
+
+
+def is_admin(principal: Any) -> bool:
+    """
+    Whether C{principal} is an admin: its claims hold
+    C{"graphsse": {"admin": true}} (L{has_claim}).
+    """
+    return has_claim(principal, ADMIN_CLAIM[1])
 
 
 def authorizer_of(backend: SSEBackend) -> IAuthorizer | None:
@@ -71,6 +86,46 @@ def authorizer_of(backend: SSEBackend) -> IAuthorizer | None:
 def _digest(key: str | bytes) -> bytes:
     raw = key.encode("utf-8") if isinstance(key, str) else key
     return sha256(raw).digest()
+
+
+class KeyRing:
+    """
+    Keys that let their holder in: whether a request's C{Authorization}
+    header (C{Bearer} or C{apikey}) carries one.  Every key is compared,
+    each in constant time, over digests, so that neither which key nor its
+    length shows in the time taken.
+    """
+
+    def __init__(self, keys: Iterable[str | bytes]) -> None:
+        """
+        @raise ValueError: for an empty key.
+        """
+        given = list(keys)
+        if not all(given):
+            raise ValueError("a key must not be empty")
+        self._digests = tuple(_digest(key) for key in given)
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def admits(self, request: Request) -> bool:
+        """
+        Whether C{request} shows one of the keys.
+        """
+        if not self._digests:
+            return False
+        header = request.getHeader(b"authorization")
+        if header is None:
+            return False
+        scheme, _, credential = header.strip().partition(b" ")
+        credential = credential.strip()
+        if scheme.lower().decode("latin-1") not in _KEY_SCHEMES or not credential:
+            return False
+        given = _digest(credential)
+        found = False
+        for digest in self._digests:
+            found = hmac.compare_digest(given, digest) or found
+        return found
 
 
 def _ended(request: Request) -> Callable[[], bool]:
@@ -116,14 +171,14 @@ class AdminGuard(Resource):
             would refuse everyone, or with an empty key.
         """
         super().__init__()  # type: ignore[no-untyped-call]
-        given = list(keys)
-        if not all(given):
-            raise ValueError("a metrics key must not be empty")
-        if authorizer is None and not given:
+        try:
+            self._keys = KeyRing(keys)
+        except ValueError:
+            raise ValueError("a metrics key must not be empty") from None
+        if authorizer is None and not self._keys:
             raise ValueError("an admin guard needs an authorizer or a key")
         self._resource = resource
         self._authorizer = authorizer
-        self._digests = tuple(_digest(key) for key in given)
         self._admin = admin
         self.isLeaf = resource.isLeaf
 
@@ -139,7 +194,7 @@ class AdminGuard(Resource):
     # The check
 
     def render(self, request: Request) -> bytes | int:
-        if self._has_key(request):
+        if self._keys.admits(request):
             return self._serve(request)
         if self._authorizer is None:
             return self._refuse(
@@ -171,28 +226,6 @@ class AdminGuard(Resource):
 
         principal.addCallbacks(decided, failed).addErrback(crashed)
         return NOT_DONE_YET
-
-    def _has_key(self, request: Request) -> bool:
-        """
-        Whether C{request}'s C{Authorization} header (C{Bearer} or
-        C{apikey}) carries one of the keys.  Every key is compared, each in
-        constant time, over digests, so that neither which key nor its
-        length shows in the time taken.
-        """
-        if not self._digests:
-            return False
-        header = request.getHeader(b"authorization")
-        if header is None:
-            return False
-        scheme, _, credential = header.strip().partition(b" ")
-        credential = credential.strip()
-        if scheme.lower().decode("latin-1") not in _KEY_SCHEMES or not credential:
-            return False
-        given = _digest(credential)
-        found = False
-        for digest in self._digests:
-            found = hmac.compare_digest(given, digest) or found
-        return found
 
     def _judge(self, request: Request, principal: Any) -> bytes | int:
         if principal is None:

@@ -137,6 +137,7 @@ class SSEBackend:
         cors: CORSPolicy | None = None,
         keep_request_headers: Iterable[bytes] | None = KEPT_REQUEST_HEADERS,
         expose_errors: bool = False,
+        write_timeout: float | None = 60.0,
     ) -> SSEEndpoint:
         """
         Serve SSE at C{path}: returns the L{SSEEndpoint}, whose C{resource}
@@ -170,6 +171,9 @@ class SSEBackend:
             C{http_request} keeps once C{on_connection} has run (by default
             those an access log writes); L{None} keeps all of them.  Read
             any other header in C{authorize} or C{on_connection}.
+        @param write_timeout: seconds a stream whose client reads nothing
+            (its transport paused) may wait before it is dropped; L{None}
+            for no limit.
         @param expose_errors: whether a failing route's answer says what
             failed (the exception's type and message); by default it says
             only C{route_failed} and an error id, which the log line with

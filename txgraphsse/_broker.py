@@ -7,7 +7,8 @@ endpoint hands it every channel event (L{IBroker.publish}) and every push to
 a session id it does not hold itself (L{IBroker.push}); the broker gives event
 ids to events whose channel keeps history, stores them, and calls each node's
 L{IDeliverySink} back with what that node must fan out.  It also answers
-replay questions for reconnecting clients.
+replay questions for reconnecting clients, and keeps who is in each channel
+that keeps presence, as the entries each node gives it.
 
 It knows endpoint keys, channel names and session ids; never HTTP, sessions
 or encoding.  L{InMemoryBroker} is the default; a Redis broker implements the
@@ -21,7 +22,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from attrs import define, field, frozen
@@ -30,6 +31,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import Attribute, Interface, implementer
 
 __all__ = [
+    "BrokerUnavailable",
     "HistoryPolicy",
     "IBroker",
     "IDeliverySink",
@@ -101,6 +103,12 @@ def parse_event_id(value: str | None, epoch: str) -> int | None:
     return int(seq)
 
 
+class BrokerUnavailable(Exception):
+    """
+    The cluster cannot be reached: nothing was published.
+    """
+
+
 class IDeliverySink(Interface):
     """
     A node's receiving end for one endpoint: the endpoint itself.
@@ -147,6 +155,14 @@ class IDeliverySink(Interface):
         """
         A session held by another node closed (or its node died): fail this
         node's calls to it.
+        """
+
+    def disconnect_here(session_id: str | None, subject: str | None) -> int:
+        """
+        End this node's stream of session C{session_id}, or those of every
+        session whose principal's subject is C{subject}.
+
+        @return: how many ended.
         """
 
 
@@ -245,6 +261,58 @@ class IBroker(Interface):
         How many sessions endpoint C{key} has, over every node the broker knows.
         """
 
+    def publish_acked(
+        key: str, channel: str, event: str | None, data: str, history: HistoryPolicy
+    ) -> Deferred[str | None]:
+        """
+        L{publish}, and fire with the event's id (L{None} without history)
+        once it has its place in the order: for a cluster, once the shared
+        store has it.
+
+        @return: a L{Deferred} that fails with L{BrokerUnavailable}, having
+            published nothing, when the cluster cannot be reached.
+        """
+
+    def disconnect(
+        key: str, session_id: str | None = None, subject: str | None = None
+    ) -> Deferred[int]:
+        """
+        End session C{session_id}'s stream, or the streams of every session
+        of subject C{subject}, on whichever nodes hold them.
+
+        @return: a L{Deferred} firing with how many this node ended, plus one
+            for a session by id that another node holds.
+        """
+
+    def presence(key: str, channel: str) -> Deferred[list[dict[str, Any]]]:
+        """
+        The members of C{channel} (one that keeps presence) on every node
+        the broker knows, each as the entry its node gave
+        L{presence_joined}, in no particular order.
+        """
+
+    def presence_joined(key: str, channel: str, entry: dict[str, Any]) -> None:
+        """
+        This node's session C{entry["id"]} is now a member of C{channel}:
+        C{entry} is what L{presence} lists for it (JSON-able).
+        """
+
+    def presence_left(key: str, channel: str, entry: dict[str, Any]) -> None:
+        """
+        This node's session C{entry["id"]} is no longer a member of
+        C{channel}.
+        """
+
+    def watch_presence(
+        key: str,
+        channel: str,
+        lost: Callable[[list[dict[str, Any]]], object] | None,
+    ) -> None:
+        """
+        Call C{lost} with the entries of members of C{channel} that left
+        without their node saying so (it died); L{None} stops.
+        """
+
 
 class ILocalHistory(Interface):
     """
@@ -297,6 +365,8 @@ class _EndpointState:
     #: By slot (L{_FORGOTTEN_SLOTS}, made at the first): the highest sequence
     #: number lost with a forgotten channel's history.
     forgotten: list[int] = field(factory=list)
+    #: Members of channels that keep presence: channel -> session id -> entry.
+    presence: dict[str, dict[str, dict[str, Any]]] = field(factory=dict)
 
 
 @implementer(IBroker, ILocalHistory)
@@ -350,6 +420,26 @@ class InMemoryBroker:
             stored = StoredEvent(0, None, channel, event, data, now)
         if state.sink is not None:
             state.sink.deliver(stored)
+
+    def publish_acked(
+        self,
+        key: str,
+        channel: str,
+        event: str | None,
+        data: str,
+        history: HistoryPolicy,
+    ) -> Deferred[str | None]:
+        self.publish(key, channel, event, data, history)
+        state = self._endpoints[key]
+        return succeed(f"{self.epoch}.{state.seq}" if history.enabled else None)
+
+    def disconnect(
+        self, key: str, session_id: str | None = None, subject: str | None = None
+    ) -> Deferred[int]:
+        state = self._endpoints.get(key)
+        if state is None or state.sink is None:
+            return succeed(0)
+        return succeed(state.sink.disconnect_here(session_id, subject))
 
     def push(self, key: str, session_id: str, payload: bytes) -> bool:
         state = self._endpoints.get(key)
@@ -460,6 +550,34 @@ class InMemoryBroker:
     def session_count(self, key: str) -> int:
         state = self._endpoints.get(key)
         return 0 if state is None else len(state.sessions)
+
+    def presence(self, key: str, channel: str) -> Deferred[list[dict[str, Any]]]:
+        state = self._endpoints.get(key)
+        members = None if state is None else state.presence.get(channel)
+        return succeed([] if members is None else [dict(e) for e in members.values()])
+
+    def presence_joined(self, key: str, channel: str, entry: dict[str, Any]) -> None:
+        members = self._state(key).presence.setdefault(channel, {})
+        members[entry["id"]] = entry
+
+    def presence_left(self, key: str, channel: str, entry: dict[str, Any]) -> None:
+        state = self._endpoints.get(key)
+        if state is None:
+            return
+        members = state.presence.get(channel)
+        if members is not None:
+            members.pop(entry["id"], None)
+            if not members:
+                del state.presence[channel]
+
+    def watch_presence(
+        self,
+        key: str,
+        channel: str,
+        lost: Callable[[list[dict[str, Any]]], object] | None,
+    ) -> None:
+        # One node: no member can leave without this node saying so.
+        return None
 
     def history_of(self, key: str, channel: str) -> list[StoredEvent]:
         """

@@ -7,15 +7,18 @@ A L{Channel} owns membership (the sessions of this node that get its events)
 and its configuration.  Publishing goes through the endpoint and the broker,
 so that other nodes' members get the event too and history gets its id;
 delivery comes back to L{Channel.members} through the endpoint's outbox.
+A channel that keeps presence tells its L{Presence} of each member that
+joins or leaves (L{txgraphsse._presence}: entries, the broker, batches).
 
 A L{ChannelTable} owns an endpoint's channels by name: the configured ones,
 kept for the endpoint's life, and the dynamic ones its clients name, each
 dropped once it has no members here and its history has aged out, under a
 cap on how many exist at once.  It asks a broker that keeps history in this
 process (L{ILocalHistory}) whether a channel's history has aged out, and
-has it forgotten with the channel; it never publishes, delivers or touches
-a session beyond counting a channel's members.  This module knows sessions
-only as members, never HTTP.
+has it forgotten with the channel, and gives each channel that keeps
+presence its L{Presence} (closed with the table); it never publishes,
+delivers or touches a session beyond counting a channel's members.  This
+module knows sessions only as members, never HTTP.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, Protocol
 
 from attrs import frozen
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from ._broker import HistoryPolicy, ILocalHistory
+from ._broker import HistoryPolicy, IBroker, ILocalHistory
 from ._encoder import encode_event
 from ._messages import ProtocolError
+from ._presence import Presence
 
 if TYPE_CHECKING:
     from ._session import SSESession
@@ -42,6 +47,7 @@ __all__ = [
     "ChannelTable",
     "check_channel_name",
     "check_dynamic_name",
+    "specs_of",
 ]
 
 #: The longest name a client may give a dynamic channel, in characters.
@@ -91,11 +97,15 @@ class ChannelSpec:
         name.
     @ivar history: how many of its events to keep for replay, or a
         L{HistoryPolicy}; L{None} takes the endpoint's default.
+    @ivar presence: whether it keeps presence: who is in it, on every node
+        (L{Channel.presence}), and C{presence} events to its members as
+        sessions join and leave.
     """
 
     name: str
     event: str | None = None
     history: int | HistoryPolicy | None = None
+    presence: bool = False
 
     def history_policy(self, default: HistoryPolicy) -> HistoryPolicy:
         """
@@ -119,6 +129,33 @@ class ChannelSpec:
         return None if default else self.name
 
 
+def specs_of(
+    channels: str, presence: str = "", dynamic: bool = False
+) -> list[ChannelSpec]:
+    """
+    The channels named in C{channels} (comma-separated, as on a command
+    line), those named in C{presence} keeping presence.
+
+    @param dynamic: whether clients may make channels: then a name of
+        C{presence} not among C{channels} is a channel of its own.
+    @raise ValueError: a name of C{presence} is not among C{channels}, and
+        channels are not C{dynamic}.
+    """
+
+    def names(value: str) -> list[str]:
+        return list(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+
+    keeping = names(presence)
+    named = names(channels)
+    unknown = sorted(set(keeping) - set(named))
+    if unknown and not dynamic:
+        raise ValueError(f"{', '.join(unknown)} not among the channels")
+    return [
+        ChannelSpec(name, presence=name in keeping)
+        for name in dict.fromkeys([*named, *keeping])
+    ]
+
+
 class _Publisher(Protocol):
     def _broadcast(
         self,
@@ -140,7 +177,15 @@ class Channel:
         use L{register} and L{deregister}.
     """
 
-    __slots__ = ("_emptied", "_publisher", "event", "history", "members", "name")
+    __slots__ = (
+        "_emptied",
+        "_presence",
+        "_publisher",
+        "event",
+        "history",
+        "members",
+        "name",
+    )
 
     def __init__(
         self,
@@ -156,6 +201,9 @@ class Channel:
         self.members: dict[SSESession, None] = {}
         #: Told when the last member leaves: set for a dynamic channel only.
         self._emptied: Callable[[Channel], None] | None = None
+        #: Told of each member that joins or leaves: set for a channel that
+        #: keeps presence only.
+        self._presence: Presence | None = None
 
     def __repr__(self) -> str:
         return f"<Channel {self.name!r} members={len(self.members)}>"
@@ -183,7 +231,10 @@ class Channel:
         """
         Make C{session} a member: it gets this channel's events from now on.
         """
-        self.members[session] = None
+        members = self.members
+        if self._presence is not None and session not in members:
+            self._presence.joined(session)
+        members[session] = None
         if self.name not in session.channels:
             session.channels += (self.name,)
 
@@ -194,6 +245,8 @@ class Channel:
         members = self.members
         if session in members:
             del members[session]
+            if self._presence is not None:
+                self._presence.left(session)
             if not members and self._emptied is not None:
                 self._emptied(self)
         if self.name in session.channels:
@@ -213,6 +266,27 @@ class Channel:
         How many of this node's sessions are members.
         """
         return len(self.members)
+
+    @property
+    def keeps_presence(self) -> bool:
+        """
+        Whether it keeps presence (C{ChannelSpec(name, presence=True)}).
+        """
+        return self._presence is not None
+
+    def presence(self) -> Deferred[list[dict[str, Any]]]:
+        """
+        Who is in this channel, on every node: for each member session,
+        C{{"id": session id, "subject": its principal's subject or None,
+        "info": its info or None}}, in no particular order.  A session is
+        listed once its stream has opened (C{on_connection} has run).
+
+        @raise ValueError: the channel does not keep presence.
+        """
+        presence = self._presence
+        if presence is None:
+            raise ValueError(f"channel {self.name!r} does not keep presence")
+        return presence.members()
 
     def sessions(self) -> Iterator[SSESession]:
         return iter(list(self.members))
@@ -255,16 +329,16 @@ class ChannelTable:
         self,
         publisher: _Publisher,
         clock: IReactorTime,
-        broker: object,
+        broker: IBroker,
         key: str,
         history: HistoryPolicy,
         default_name: str,
     ) -> None:
         """
         @param publisher: the endpoint its channels publish through.
-        @param broker: the endpoint's broker; if it provides
-            L{ILocalHistory}, a dynamic channel's history is forgotten
-            with it.
+        @param broker: the endpoint's broker, which keeps the presence of
+            the channels that keep it; if it provides L{ILocalHistory}, a
+            dynamic channel's history is forgotten with it.
         @param key: the endpoint's key with the broker.
         @param history: the endpoint's history, for channels that do not
             say theirs.
@@ -274,6 +348,7 @@ class ChannelTable:
         self.channels: dict[str, Channel] = {}
         self._publisher = publisher
         self._clock = clock
+        self._broker = broker
         self._local: ILocalHistory | None = ILocalHistory(broker, None)
         self._key = key
         self._history = history
@@ -298,7 +373,8 @@ class ChannelTable:
     def add(self, spec: str | ChannelSpec) -> Channel:
         """
         Add a configured channel, or return the one of that name (a dynamic
-        one becomes configured: the application has asked for it).
+        one becomes configured: the application has asked for it; one that
+        C{spec} says keeps presence keeps it from now on).
 
         @raise ValueError: for a name or event name the wire cannot carry.
         """
@@ -308,6 +384,10 @@ class ChannelTable:
         if existing is not None:
             existing._emptied = None
             self._dynamic.discard(spec.name)
+            if spec.presence and existing._presence is None:
+                presence = self._keep_presence(existing)
+                for session in existing.members:
+                    presence.joined(session)
             return existing
         check_channel_name(spec.name)
         event = spec.event_name(default=spec.name == self._default_name)
@@ -317,7 +397,14 @@ class ChannelTable:
             self._publisher, spec.name, event, spec.history_policy(self._history)
         )
         self.channels[spec.name] = channel
+        if spec.presence:
+            self._keep_presence(channel)
         return channel
+
+    def _keep_presence(self, channel: Channel) -> Presence:
+        presence = Presence(self._broker, self._clock, self._key, channel.name)
+        channel._presence = presence
+        return presence
 
     def join(self, names: Iterable[str]) -> None:
         """
@@ -357,6 +444,9 @@ class ChannelTable:
         The endpoint has terminated: stop the timer, and drop nothing more.
         """
         self._closed = True
+        for channel in self.channels.values():
+            if channel._presence is not None:
+                channel._presence.close()
         self._due.clear()
         self._queue.clear()
         timer, self._timer = self._timer, None

@@ -2,7 +2,8 @@
 """
 How a stopping process lets its streams go: a last event to each, with a
 C{retry:} that spreads their reconnects out, then the connection, once its
-bytes are written or a drain time has passed.
+bytes are written or a drain time has passed; and how chosen streams are
+let go on demand (L{disconnect}: the server API's C{/api/disconnect}).
 
 This module owns the order of that ending (close the stream, let the HTTP
 channel drop the connection so that TLS can send its close alert, cut what
@@ -13,16 +14,21 @@ connected or abort.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.http import HTTPChannel
 
-from ._encoder import encode_retry
+from ._encoder import encode_event, encode_retry
 
-__all__ = ["close_for_shutdown", "drained"]
+__all__ = ["DISCONNECTED_EVENT", "close_for_shutdown", "disconnect", "drained"]
+
+#: The last event of a stream the server ended on demand.
+DISCONNECTED_EVENT = encode_event(
+    '{"route":"disconnected","args":null}', "disconnected"
+)
 
 
 class _Request(Protocol):
@@ -31,6 +37,7 @@ class _Request(Protocol):
 
 class _Closing(Protocol):
     close_reason: str | None
+    principal: Any
 
     @property
     def http_request(self) -> Any: ...
@@ -94,3 +101,34 @@ def drained(clock: IReactorTime, transports: list[Any], limit: float) -> Deferre
 
     check()
     return done
+
+
+def disconnect(
+    sessions: Mapping[str, _Closing],
+    session_id: str | None,
+    subject: str | None,
+    retry: int,
+) -> int:
+    """
+    End the stream of session C{session_id} of C{sessions}, or of every one
+    whose principal's subject is C{subject}, each after a C{retry:} of
+    C{retry} milliseconds and L{DISCONNECTED_EVENT}.
+
+    @return: how many ended.
+    """
+    if session_id is not None:
+        found = sessions.get(session_id)
+        chosen = [] if found is None else [found]
+    elif subject is not None:
+        chosen = [
+            s
+            for s in sessions.values()
+            if getattr(s.principal, "subject", None) == subject
+        ]
+    else:
+        chosen = []
+    final = encode_retry(retry) + DISCONNECTED_EVENT
+    for session in chosen:
+        session.close_reason = "disconnected by the server"
+        session.close(final)
+    return len(chosen)

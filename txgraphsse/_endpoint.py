@@ -36,7 +36,7 @@ from ._calls import CallTable, RemoteCallError
 from ._channel import Channel, ChannelSpec, ChannelTable
 from ._cors import CORSPolicy
 from ._dispatch import dispatch_forwarded
-from ._drain import close_for_shutdown, drained
+from ._drain import close_for_shutdown, disconnect, drained
 from ._encoder import KEEPALIVE, encode_event
 from ._graph import Caller, RouteGraph
 from ._lifetime import Lifetimes
@@ -65,6 +65,11 @@ class SSEClient(SSESession):
     """
     A session together with the calls bound to it: the seed's
     C{SSEClientInfo}.  C{endpoint.sessions} maps ids to these.
+
+    @ivar info: what the channels that keep presence list for this session
+        beside its id and subject (L{Channel.presence}, and the C{presence}
+        events): a JSON-able dict, or L{None} (the default).  Set it in
+        C{on_connection}: a channel's presence takes it once that has run.
     """
 
     __slots__ = ()
@@ -261,7 +266,7 @@ class SSEEndpoint:
         if channel is None or not channel.members:
             return
         payload = encode_event(event.data, event.event or channel.event, event.id)
-        self._outbox.to_members(channel.members, payload)
+        self._outbox.to_members(channel.members, payload, event)
 
     def flushed(self) -> Deferred[None]:
         """
@@ -297,6 +302,9 @@ class SSEEndpoint:
         return self.calls.settle(
             callback_id, session_id, args
         ) or self.client_calls.deliver_update(session_id, callback_id, args)
+
+    def disconnect_here(self, session_id: str | None, subject: str | None) -> int:
+        return disconnect(self.sessions, session_id, subject, self.retry)
 
     def remote_session_closed(self, session_id: str) -> None:
         if session_id in self.sessions:
@@ -526,17 +534,14 @@ class SSEEndpoint:
 
         @return: a L{Deferred} firing with the number of items sent.
         """
-        event_name = None if event == "message" else event
-
-        def is_open() -> bool:
-            if session_id is None:
-                return not self.closed
-            return session_id in self.sessions
-
+        name = None if event == "message" else event
+        sessions = self.sessions
         return pump(
             iterable,
-            lambda item: self.send(item, event_name, session_id),
-            is_open,
+            lambda item: self.send(item, name, session_id),
+            (lambda: session_id in sessions)
+            if session_id is not None
+            else lambda: not self.closed,
             self.clock,
         )
 

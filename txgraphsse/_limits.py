@@ -22,8 +22,16 @@ from ipaddress import (
 from typing import Any
 
 from attrs import define, field, frozen
+from twisted.web.iweb import IRequest
 
-__all__ = ["CallRates", "Limits", "TokenBucket", "client_address", "json_depth"]
+__all__ = [
+    "CallRates",
+    "Limits",
+    "TokenBucket",
+    "client_address",
+    "json_depth",
+    "request_address",
+]
 
 _Network = IPv4Network | IPv6Network
 
@@ -238,6 +246,20 @@ def _trusted(address: IPv4Address | IPv6Address, proxies: Sequence[_Network]) ->
     if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in network for network in proxies)
+
+
+def request_address(request: IRequest, limits: Limits) -> str:
+    """
+    The client address of C{request}: its peer's, or, from a proxy in
+    C{limits.trusted_proxies}, the nearest untrusted hop of its
+    C{X-Forwarded-For} (L{client_address}).
+    """
+    address = request.getClientAddress()
+    peer = str(getattr(address, "host", address))
+    if not limits.trusted_proxies:
+        return peer
+    forwarded = request.requestHeaders.getRawHeaders(b"x-forwarded-for") or []
+    return client_address(peer, forwarded, limits.trusted_proxies)
 
 
 def client_address(

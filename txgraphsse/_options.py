@@ -50,6 +50,8 @@ class EndpointOptions:
     @ivar request_timeout: default seconds a server-to-client call waits.
     @ivar max_backlog: bytes a paused stream may hold back.
     @ivar overflow: what happens past C{max_backlog}.
+    @ivar write_timeout: seconds a paused stream may make no progress
+        before it is dropped (L{None}: no limit).
     @ivar authorizer: who may connect, call and join (L{None}: anyone).
     @ivar limits: body size, rates, sessions, calls (L{None}: the defaults).
     @ivar cors: which other origins may use the endpoint (L{None}: none).
@@ -74,6 +76,7 @@ class EndpointOptions:
     cors: CORSPolicy | None = None
     keep_request_headers: Iterable[bytes] | None = KEPT_REQUEST_HEADERS
     expose_errors: bool = False
+    write_timeout: float | None = 60.0
 
     def history_policy(self) -> HistoryPolicy:
         """

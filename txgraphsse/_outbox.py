@@ -11,6 +11,10 @@ events are joined and chunk-framed once and the same bytes object is written
 to every stream.
 
 It knows sessions only as things with a C{_write(payload, framed)} method.
+It also tells them, for a session that is holding bytes back, what those
+bytes are: L{Outbox.writing} says whether what is being written now is only
+events that history keeps (a lagging session need not hold a copy), and
+L{Outbox.position} is the newest such event handed out so far.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from ._broker import StoredEvent
+from ._catchup import just_before
 from ._encoder import chunk
 from ._stats import Counters
 
@@ -30,9 +36,9 @@ class _Writable(Protocol):
     def _write(self, payload: bytes, framed: bytes | None = None) -> None: ...
 
 
-#: One queued write: the receivers (a member table, a list, or one session)
-#: and the encoded events.
-_Op = tuple[Collection[Any], bytes]
+#: One queued write: the receivers (a member table, a list, or one session),
+#: the encoded events, and the one event that history keeps, if it is that.
+_Op = tuple[Collection[Any], bytes, "StoredEvent | None"]
 
 
 class Outbox:
@@ -40,7 +46,18 @@ class Outbox:
     The per-turn batch of one endpoint.
     """
 
-    __slots__ = ("_call", "_clock", "_late", "_ops", "counters", "flushes")
+    __slots__ = (
+        "_call",
+        "_clock",
+        "_late",
+        "_ops",
+        "_queued",
+        "counters",
+        "flushes",
+        "origin",
+        "position",
+        "writing",
+    )
 
     def __init__(self, clock: IReactorTime, counters: Counters | None = None) -> None:
         self.counters = counters if counters is not None else Counters()
@@ -51,15 +68,34 @@ class Outbox:
         # were already queued: they must not get those.
         self._late: dict[Any, int] = {}
         self.flushes = 0
+        #: The newest event with an id (one history keeps) handed out, and
+        #: a cursor just before the first one.
+        self.position: StoredEvent | None = None
+        self.origin: StoredEvent | None = None
+        # The first event with an id queued in this turn, not yet written.
+        self._queued: StoredEvent | None = None
+        #: Whether the write in progress holds only events with ids.
+        self.writing = False
 
-    def to_members(self, members: Collection[_Writable], payload: bytes) -> None:
+    def to_members(
+        self,
+        members: Collection[_Writable],
+        payload: bytes,
+        event: StoredEvent | None = None,
+    ) -> None:
         """
         Queue C{payload} for every session in C{members} (as it stands when
         the turn ends, less sessions that join later in this turn).  A filter
         on receivers is the caller's to apply, so that its errors reach the
         caller and not the flush.
+
+        @param event: the event C{payload} is, if history keeps it (it has
+            an id): a lagging session can read it there again.
         """
-        self._ops.append((members, payload))
+        kept = event if event is not None and event.id else None
+        if kept is not None and self._queued is None:
+            self._queued = kept
+        self._ops.append((members, payload, kept))
         if self._call is None:
             self._call = self._clock.callLater(0, self.flush)
 
@@ -68,6 +104,20 @@ class Outbox:
         Queue C{payload} for one session.
         """
         self.to_members((session,), payload)
+
+    def upto(self, session: _Writable) -> float:
+        """
+        The newest sequence number C{session}, lagging, may read from
+        history now: those after it are queued in this turn, on their way
+        to it (a session that joined in this turn is not sent what was
+        queued before: it reads that in history).
+        """
+        if self._queued is None:
+            return float("inf")
+        for _, _, event in self._ops[self._late.get(session, 0) :]:
+            if event is not None:
+                return event.seq - 1
+        return float("inf")
 
     def joined(self, session: _Writable) -> None:
         """
@@ -89,17 +139,28 @@ class Outbox:
         if not ops:
             return
         self._ops = []
+        self._queued = None
         late = self._late
         self._late = {}
         self.flushes += 1
 
+        kept = True
+        for _, _, event in ops:
+            if event is None:
+                kept = False
+            elif self.position is None or event.seq > self.position.seq:
+                if self.position is None:
+                    self.origin = just_before(event)
+                self.position = event
         first = ops[0][0]
-        if not late and all(m is first for m, _ in ops):
-            payload = ops[0][1] if len(ops) == 1 else b"".join([p for _, p in ops])
+        if not late and all(m is first for m, _, _ in ops):
+            payload = ops[0][1] if len(ops) == 1 else b"".join([p for _, p, _ in ops])
             framed = chunk(payload)
             receivers = list(first)
+            self.writing = kept
             for session in receivers:
                 session._write(payload, framed)
+            self.writing = False
             counters = self.counters
             counters.deliveries += len(receivers) * len(ops)
             counters.writes += len(receivers)
@@ -107,12 +168,16 @@ class Outbox:
             return
 
         shares: dict[Any, list[bytes]] = {}
+        # The sessions whose share holds something history does not keep.
+        unkept: set[Any] = set()
         deliveries = 0
-        for index, (members, payload) in enumerate(ops):
+        for index, (members, payload, event) in enumerate(ops):
             for session in members:
                 if late and late.get(session, 0) > index:
                     continue
                 deliveries += 1
+                if event is None:
+                    unkept.add(session)
                 share = shares.get(session)
                 if share is None:
                     shares[session] = [payload]
@@ -122,7 +187,9 @@ class Outbox:
         for session, parts in shares.items():
             payload = parts[0] if len(parts) == 1 else b"".join(parts)
             sent += len(payload)
+            self.writing = session not in unkept
             session._write(payload)
+        self.writing = False
         counters = self.counters
         counters.deliveries += deliveries
         counters.writes += len(shares)

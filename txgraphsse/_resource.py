@@ -32,7 +32,7 @@ from ._admission import check_capacity, stream_arguments
 from ._auth import AccessDenied, AllowAll, Unauthorized
 from ._dispatch import Answer, dispatch
 from ._endpoint import SSEEndpoint
-from ._limits import Limits, client_address, json_depth
+from ._limits import json_depth, request_address
 from ._messages import ProtocolError
 from ._opening import encode_refusal, set_stream_headers, wants_stream_refusal
 
@@ -56,15 +56,6 @@ _Rendered = bytes | int
 @cache
 def _static(name: str) -> bytes:
     return (Path(__file__).parent / "static" / name).read_bytes()
-
-
-def _address(request: Request, limits: Limits) -> str:
-    address = request.getClientAddress()
-    peer = str(getattr(address, "host", address))
-    if not limits.trusted_proxies:
-        return peer
-    forwarded = request.requestHeaders.getRawHeaders(b"x-forwarded-for") or []
-    return client_address(peer, forwarded, limits.trusted_proxies)
 
 
 def _same_origin(request: Request) -> bool:
@@ -164,7 +155,7 @@ class SSEResource(Resource):
                 "Refused {method} {path} from {peer}: {status} {code}",
                 method=request.method,
                 path=self.endpoint.path,
-                peer=_address(request, self.endpoint.limits),
+                peer=request_address(request, self.endpoint.limits),
                 status=error.status,
                 code=error.code,
             )
@@ -274,7 +265,7 @@ class SSEResource(Resource):
 
     def render_GET(self, request: Request) -> _Rendered:
         # Once per stream: behind a proxy it means reading X-Forwarded-For.
-        address = _address(request, self.endpoint.limits)
+        address = request_address(request, self.endpoint.limits)
         check_capacity(self.endpoint, address)
         names, last_event_id = stream_arguments(self.endpoint, request)
 
@@ -296,7 +287,7 @@ class SSEResource(Resource):
     def render_HEAD(self, request: Request) -> _Rendered:
         # What a GET would meet, so that a client's probe reads the refusal
         # and its Retry-After.
-        check_capacity(self.endpoint, _address(request, self.endpoint.limits))
+        check_capacity(self.endpoint, request_address(request, self.endpoint.limits))
         stream_arguments(self.endpoint, request)
 
         def headers(principal: Any) -> bytes:
@@ -325,7 +316,7 @@ class SSEResource(Resource):
         # its address's (all its calls together), and the session its header
         # names, if this node holds it.
         endpoint = self.endpoint
-        address = _address(request, limits)
+        address = request_address(request, limits)
         header = request.getHeader(b"x-graphsse-session")
         header_session = None if header is None else header.decode("utf-8", "replace")
         charged = header_session if header_session in endpoint.sessions else None

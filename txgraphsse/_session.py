@@ -13,19 +13,23 @@ calls or routes.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from typing import Any, Literal, Protocol
 
 from twisted.internet import tcp
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from ._broker import IBroker, Replay, StoredEvent
+from ._catchup import ROUND_BYTES, Lag, drop_oldest, reset_event
 from ._encoder import chunk, encode_event
 from ._internals import direct_transport, write_direct
 from ._messages import as_data
+from ._outbox import Outbox
 from ._stats import Counters
 
 __all__ = ["OverflowPolicy", "SSESession", "new_session_id"]
@@ -57,6 +61,24 @@ class _Hub(Protocol):
     @property
     def counters(self) -> Counters: ...
 
+    @property
+    def clock(self) -> IReactorTime: ...
+
+    @property
+    def broker(self) -> IBroker: ...
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def channels(self) -> Mapping[str, Any]: ...
+
+    @property
+    def options(self) -> Any: ...
+
+    @property
+    def _outbox(self) -> Outbox: ...
+
 
 class _Writer(Protocol):
     """
@@ -84,6 +106,8 @@ class SSESession:
         order it joined them (a tuple).
     @ivar close_reason: why the stream ended, once it has.
     @ivar address: the client's address as the endpoint counts it.
+    @ivar info: what the application tells a channel's presence about this
+        session (a JSON-able dict, set in C{on_connection}), or L{None}.
     """
 
     # Ten thousand idle streams are ten thousand of these: every slot
@@ -96,11 +120,14 @@ class SSESession:
         "_connected",
         "_dropped",
         "_hub",
+        "_lag",
+        "_mark",
         "_max_backlog",
         "_out",
         "_paused",
         "_policy",
         "_replaying",
+        "_stall",
         "_state",
         "_tcp",
         "address",
@@ -108,6 +135,7 @@ class SSESession:
         "close_reason",
         "http_request",
         "id",
+        "info",
         "last_event_id",
         "principal",
     )
@@ -133,13 +161,21 @@ class SSESession:
         self.channels: tuple[str, ...] = ()
         self.close_reason: str | None = None
         self.address = ""
+        self.info: dict[str, Any] | None = None
         self._hub = hub
         self._connected = True
         self._paused = False
         self._dropped = False
         self._replaying = False
-        self._backlog: list[bytes] | None = None
+        # What waits while the transport is paused: each payload, whether
+        # history keeps all it holds, and the newest event handed out then.
+        self._backlog: list[tuple[bytes, bool, int]] | None = None
         self._backlog_bytes = 0
+        # The newest event with an id handed out when the transport paused,
+        # and, once the backlog outgrew its bound, the way back by history.
+        self._mark: StoredEvent | None = None
+        self._lag: Lag | None = None
+        self._stall: IDelayedCall | None = None
         self._max_backlog = max_backlog
         self._policy = policy
         # HTTP/1.x: write straight to the channel, chunk-framed by us when the
@@ -205,6 +241,9 @@ class SSESession:
         if self._paused or self._replaying:
             self._hold(payload)
             return
+        self._send(payload, framed)
+
+    def _send(self, payload: bytes, framed: bytes | None = None) -> None:
         if self._chunked:
             data = framed if framed is not None else chunk(payload)
         else:
@@ -216,63 +255,225 @@ class SSESession:
                 return
         self._out.write(data)
 
+    # Holding back: never more than max_backlog, and, for what history
+    # keeps, nothing but a cursor (txgraphsse._catchup).
+
     def _hold(self, payload: bytes) -> None:
-        backlog = self._backlog
-        if backlog is None:
-            backlog = self._backlog = []
-        backlog.append(payload)
-        self._backlog_bytes += len(payload)
-        if self._backlog_bytes <= self._max_backlog:
+        outbox = self._hub._outbox
+        kept = outbox.writing
+        lag = self._lag
+        if lag is not None:
+            if kept:
+                lag.skipped = True
+            else:
+                position = outbox.position.seq if outbox.position else 0
+                if lag.kept_bytes + len(payload) > self._max_backlog:
+                    self._overflow(
+                        "what history does not keep", (payload, kept, position)
+                    )
+                else:
+                    lag.keep(position, payload)
             return
+        position = outbox.position.seq if outbox.position else 0
+        if self._backlog_bytes + len(payload) <= self._max_backlog:
+            if self._backlog is None:
+                self._backlog = []
+            self._backlog.append((payload, kept, position))
+            self._backlog_bytes += len(payload)
+            return
+        # Paused before any event with an id was handed out: all of them
+        # came after, and history has them from the first.
+        mark = self._mark or outbox.origin
+        if mark is not None and self._replaying is False:
+            # Over the bound: what history keeps is dropped, to be read
+            # there again from the mark once the reader drains.
+            self._lag = lag = Lag(mark)
+            for held, held_kept, held_position in self._backlog or ():
+                if not held_kept:
+                    lag.keep(held_position, held)
+            self._backlog = None
+            self._backlog_bytes = 0
+            self._replaying = True
+            self._hub.counters.lagging += 1
+            self._hold(payload)
+            return
+        self._overflow("the backlog", (payload, kept, position))
+
+    def _overflow(self, what: str, new: tuple[bytes, bool, int]) -> None:
+        """
+        C{new} would take what waits past C{max_backlog}: disconnect before
+        it does, or (C{drop_oldest}) drop the oldest events, of what waits
+        and then of C{new}, until it fits.
+        """
         counters = self._hub.counters
+        lag = self._lag
         if self._policy == "drop_oldest":
-            while self._backlog_bytes > self._max_backlog and backlog:
-                dropped = backlog.pop(0)
-                self._backlog_bytes -= len(dropped)
-                counters.events_dropped += dropped.count(b"\n\n")
+            if lag is not None:
+                entries = [(p, False, pos) for pos, p in lag.kept]
+            else:
+                entries = list(self._backlog or [])
+            entries.append(new)
+            events, size, dropped = drop_oldest(entries, self._max_backlog)
+            counters.events_dropped += dropped
+            if lag is not None:
+                lag.kept = [(position, event) for event, _, position in events]
+                lag.kept_bytes = size
+            else:
+                self._backlog = events
+                self._backlog_bytes = size
             self._dropped = True
             return
+        held = self._backlog_bytes if lag is None else lag.kept_bytes
+        if lag is None:
+            waiting = [p for p, _, _ in self._backlog or ()]
+        else:
+            waiting = [p for _, p in lag.kept]
+        waiting.append(new[0])
+        counters.events_dropped += sum(part.count(b"\n\n") for part in waiting)
         counters.slow_disconnects += 1
-        counters.events_dropped += sum(part.count(b"\n\n") for part in backlog)
         self._log.info(
-            "Session {session} is too slow: {size} bytes waiting; disconnecting",
+            "Session {session} is too slow: {size} bytes of {what} waiting;"
+            " disconnecting",
             session=self.id[:8],
-            size=self._backlog_bytes,
+            size=held,
+            what=what,
         )
         self._backlog = None
         self._backlog_bytes = 0
+        self._lag = None
         self.abort("slow consumer")
 
     # IPushProducer: the transport tells us when its buffer is full.
 
     def pauseProducing(self) -> None:
+        if self._paused:
+            return
         self._paused = True
+        if self._lag is None:
+            self._mark = self._hub._outbox.position
+        timeout = self._hub.options.write_timeout
+        if timeout and self._stall is None:
+            self._stall = self._hub.clock.callLater(timeout, self._stalled)
+
+    def _stalled(self) -> None:
+        self._stall = None
+        if self._paused and self._connected:
+            self._hub.counters.stalls += 1
+            self._log.info(
+                "Session {session} made no progress for {timeout} s; dropping it",
+                session=self.id[:8],
+                timeout=self._hub.options.write_timeout,
+            )
+            self._backlog = None
+            self._lag = None
+            self.abort("stalled")
 
     def resumeProducing(self) -> None:
         self._paused = False
+        stall, self._stall = self._stall, None
+        if stall is not None and stall.active():
+            stall.cancel()
+        if self._lag is not None:
+            self._catch_up()
+            return
         if self._replaying or (not self._backlog and not self._dropped):
             return
         parts = self._backlog or []
-        if self._dropped:
-            parts.insert(0, MISSED_EVENT)
-            self._dropped = False
         self._backlog = None
         self._backlog_bytes = 0
-        self._write(b"".join(parts))
+        if self._dropped:
+            self._dropped = False
+            self._send(MISSED_EVENT)
+        # In writes of about ROUND_BYTES: never one copy of all that waited.
+        index = 0
+        while index < len(parts):
+            group = [parts[index][0]]
+            size = len(group[0])
+            index += 1
+            while index < len(parts) and size + len(parts[index][0]) <= ROUND_BYTES:
+                group.append(parts[index][0])
+                size += len(parts[index][0])
+                index += 1
+            self._send(group[0] if len(group) == 1 else b"".join(group))
+            if self._paused or not self._connected:
+                rest = parts[index:]
+                if rest and self._connected:
+                    self._backlog = rest
+                    self._backlog_bytes = sum(len(p) for p, _, _ in rest)
+                return
 
-    def _end_replay(self, replay: bytes) -> None:
+    def _catch_up(self) -> None:
         """
-        Write C{replay} (events the client missed) before the live events
-        that waited for it.
+        One round of the way back: the events after the cursor, read from
+        history, written as the transport drains.
         """
-        self._replaying = False
-        if replay:
-            if self._backlog is None:
-                self._backlog = []
-            self._backlog.insert(0, replay)
-            self._backlog_bytes += len(replay)
+        lag = self._lag
+        if lag is None or lag.reading or self._paused or not self._connected:
+            return
+        hub = self._hub
+        channels = [
+            hub.channels[name] for name in self.channels if name in hub.channels
+        ]
+        lag.read(hub.broker, hub.path, channels).addCallback(
+            self._caught_up, lag
+        ).addErrback(self._catch_up_failed, lag)
+        if lag.reading and lag is self._lag:
+            # The broker answers later (over the network): what goes before
+            # every event (a new stream's preamble) need not wait for it.
+            while lag.kept and lag.kept[0][0] < 0:
+                payload = lag.kept.pop(0)[1]
+                lag.kept_bytes -= len(payload)
+                self._send(payload)
+
+    def _catch_up_failed(self, failure: Failure, lag: Lag) -> None:
+        # The broker could not answer: the client hears reset (it may have
+        # missed events), as a replay that failed would tell it.
+        self._log.failure("Reading history failed", failure=failure)
+        self._caught_up(Replay((), True), lag)
+
+    def _caught_up(self, replay: Replay, lag: Lag) -> None:
+        if lag is not self._lag or not self._connected:
+            return
+        hub = self._hub
+        position = hub._outbox.position
+        if replay.reset and lag.first:
+            # The client's own id is unknown or too old: it hears so, after
+            # the preamble, then gets what history holds.
+            kept = lag.kept
+            index = 0
+            while index < len(kept) and kept[index][0] < 0:
+                index += 1
+            event = reset_event(lag.cursor.id)
+            kept.insert(index, (-1, event))
+            lag.kept_bytes += len(event)
+        elif replay.reset:
+            # The cursor has left history: say so, and carry on live, or go.
+            self._hub.counters.lag_resets += 1
+            if self._policy == "disconnect":
+                self._lag = None
+                self.abort("fell out of history")
+                return
+            self._send(reset_event(lag.cursor.id))
+            if position is not None:
+                lag.cursor = position
+        lag.first = False
+        writes, done = lag.round(replay, hub.channels, hub._outbox.upto(self))
+        if self._dropped:
+            self._dropped = False
+            self._send(MISSED_EVENT)
+        for payload, newest in writes:
+            self._send(payload)
+            if newest is not None:
+                lag.cursor = newest
+            if self._paused or not self._connected:
+                # The rest is read again from the cursor once it drains.
+                return
+        if done and not self._paused:
+            self._lag = None
+            self._replaying = False
+            return
         if not self._paused:
-            self.resumeProducing()
+            self._hub.clock.callLater(0, self._catch_up)
 
     def stopProducing(self) -> None:
         # The connection is gone; notifyFinish's errback does the cleanup.
@@ -334,4 +535,8 @@ class SSESession:
             )
         self._backlog = None
         self._backlog_bytes = 0
+        self._lag = None
+        stall, self._stall = self._stall, None
+        if stall is not None and stall.active():
+            stall.cancel()
         self._hub._session_closed(self, result)

@@ -83,6 +83,10 @@ class Counters:
     @ivar sessions_opened: streams opened.
     @ivar sessions_closed: streams closed.
     @ivar slow_disconnects: streams dropped for being too slow.
+    @ivar lagging: times a stream fell behind by more than its backlog and
+        went on from history, by a cursor.
+    @ivar lag_resets: times such a stream's cursor had left history.
+    @ivar stalls: streams dropped for making no progress (C{write_timeout}).
     @ivar refusals: requests refused with an error status.
     @ivar route_failures: client calls whose route raised.
     """
@@ -95,5 +99,8 @@ class Counters:
     sessions_opened: int = 0
     sessions_closed: int = 0
     slow_disconnects: int = 0
+    lagging: int = 0
+    lag_resets: int = 0
+    stalls: int = 0
     refusals: int = 0
     route_failures: int = 0

@@ -18,18 +18,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from . import _messages as messages
-from ._broker import IBroker, Replay
+from ._broker import IBroker
+from ._catchup import Lag, resume_cursor
 from ._channel import Channel
 from ._encoder import encode_event, encode_retry
 from ._logging import QuickLogger
-from ._opening import encode_replay, set_stream_headers, slim
+from ._opening import set_stream_headers, slim
+from ._outbox import Outbox
 from ._session import SSESession
 from ._stats import Counters
 
@@ -49,6 +49,7 @@ class _Endpoint(Protocol[_S]):
     channels: dict[str, Channel]
     default_channel: Channel
     keep_request_headers: tuple[bytes, ...] | None
+    _outbox: Outbox
 
     def new_session(
         self, request: Request, last_event_id: str | None, principal: Any
@@ -132,20 +133,27 @@ class Streams(Generic[_S]):
         # (chunked or not).
         request.write(b"")
         client = endpoint.new_session(request, last_event_id, principal)
-        preamble = self._preamble + encode_event(messages.set_id(client.id), "message")
+        # The first frame carries the position (the newest event with an id
+        # handed out), so that a client that reconnects before any event
+        # came resumes exactly; a resuming client keeps its own.
+        position = endpoint._outbox.position if last_event_id is None else None
+        preamble = self._preamble + encode_event(
+            messages.set_id(client.id),
+            "message",
+            position.id if position is not None else None,
+        )
         channels = [endpoint.default_channel]
         channels.extend(endpoint.channels[name] for name in channel_names)
-        pending: Deferred[bytes] | None = None
-        if last_event_id is not None:
-            now, pending = self._replay(channels, last_event_id)
-            preamble += now
-        client._write(preamble)
-        if pending is not None:
-            # A broker that must ask the network: live events wait in the
-            # session's backlog until the replay is written before them (the
-            # broker answers up to the last event this node has delivered).
+        if last_event_id is None:
+            client._write(preamble)
+        else:
+            # What the client missed is read from history by a cursor and
+            # written as the transport drains (txgraphsse._catchup), after
+            # the preamble; live events wait for it, those history keeps as
+            # the cursor alone.
+            client._lag = lag = Lag(resume_cursor(last_event_id), first=True)
+            lag.keep(-1, preamble)
             client._replaying = True
-            pending.addCallback(client._end_replay)
         request.registerProducer(client, True)
         request.notifyFinish().addBoth(client._finished)
         endpoint.joined(client)
@@ -155,6 +163,8 @@ class Streams(Generic[_S]):
         self._per_address[address] = self._per_address.get(address, 0) + 1
         for channel in channels:
             channel.register(client)
+        if last_event_id is not None:
+            client._catch_up()
         endpoint.broker.session_opened(endpoint.path, client.id)
         self._start_keepalive()
         self._log.info(
@@ -166,44 +176,6 @@ class Streams(Generic[_S]):
         self._callback(True, client, request)
         slim(request, endpoint.keep_request_headers)
         return client
-
-    def _replay(
-        self, channels: list[Channel], last_event_id: str
-    ) -> tuple[bytes, Deferred[bytes] | None]:
-        """
-        What the client missed since C{last_event_id} in C{channels}: the
-        bytes now, if the broker answered at once, or a L{Deferred} of them.
-        """
-        endpoint = self._endpoint
-        replay = endpoint.broker.replay(
-            endpoint.path,
-            [(c.name, c.history) for c in channels if c.history.enabled],
-            last_event_id,
-        )
-        replayed: list[Replay] = []
-
-        def keep(result: Replay) -> Replay:
-            replayed.append(result)
-            return result
-
-        replay.addCallback(keep)
-        if replayed:
-            return self._encode_replay(replayed[0], last_event_id), None
-
-        def failed(failure: Failure) -> bytes:
-            self._log.failure("Replay failed", failure=failure)
-            return self._encode_replay(Replay((), True), last_event_id)
-
-        return b"", replay.addCallbacks(
-            lambda result: self._encode_replay(result, last_event_id), failed
-        )
-
-    def _encode_replay(self, replay: Replay, last_event_id: str | None) -> bytes:
-        return encode_replay(replay, last_event_id, self._event_of)
-
-    def _event_of(self, name: str) -> str | None:
-        channel = self._endpoint.channels.get(name)
-        return channel.event if channel is not None else None
 
     # Ending
 

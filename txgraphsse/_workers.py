@@ -196,10 +196,14 @@ class WorkerSupervisor(Service):
         """
         Bind the ports now, while twistd still has its privileges.
         """
-        self._bind()
+        self.bind()
         super().privilegedStartService()  # type: ignore[no-untyped-call]
 
-    def _bind(self) -> None:
+    def bind(self) -> None:
+        """
+        Bind the ports (once): twistd's tap does it as it makes the service,
+        so that a port in use ends the process before it writes its pid file.
+        """
         if self._sockets:
             return
         self._sockets = bind_all(self.specs, self.count, self.reuse_port)
@@ -225,7 +229,7 @@ class WorkerSupervisor(Service):
         )
 
     def startService(self) -> None:
-        self._bind()
+        self.bind()
         self._stopping = False
         if self._options["metrics"] and self.metrics_dir is None:
             # Memory, not disk, where there is a tmpfs: each worker rewrites

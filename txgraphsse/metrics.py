@@ -56,6 +56,9 @@ _COUNTERS = {
     "sessions_opened": "Streams opened",
     "sessions_closed": "Streams closed",
     "slow_disconnects": "Streams dropped for being too slow",
+    "lagging": "Times a stream fell behind its backlog and went on from history",
+    "lag_resets": "Times a lagging stream's cursor had left history",
+    "stalls": "Streams dropped for making no progress",
     "refusals": "Requests refused with an error",
     "route_failures": "Client calls whose route raised",
 }

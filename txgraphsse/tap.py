@@ -3,10 +3,12 @@
 C{twistd graphsse}: options, and the service they make.
 
 This module owns the command line of the server: it builds an
-L{SSEBackend}, mounts its endpoint in an L{SSESite} (with a page at C{/} that
-shows the live stream), and returns a C{MultiService} whose stop closes every
-stream cleanly.  With C{--workers N} the service is a supervisor of worker
-processes instead (L{txgraphsse._workers}), each of which builds its own
+L{SSEBackend}, mounts its endpoints in an L{SSESite} (with the demo of
+L{txgraphsse._demo} at C{/} unless C{--static} or C{--app} replaces it), and
+returns a C{MultiService} whose stop closes every stream cleanly.  Under
+twistd, a bad option ends the process with one line, ports in use included
+(L{txgraphsse._twistd}).  With C{--workers N} the service is a supervisor
+of worker processes instead (L{txgraphsse._workers}), each of which builds its own
 app here (L{txgraphsse._worker}).  With C{--metrics}, it mounts the metrics
 on the public site, behind an L{txgraphsse._admin.AdminGuard} when auth is
 on or a metrics key is given, or serves them on C{--metrics-port} alone.
@@ -17,7 +19,7 @@ L{txgraphsse.testing} import it: the modules it builds on never do.
 
 from __future__ import annotations
 
-import importlib
+import os
 import sys
 from collections.abc import Sequence
 from ipaddress import ip_network
@@ -25,23 +27,35 @@ from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
-from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
 from twisted.python import usage
 from twisted.web.http import H2_ENABLED
 from twisted.web.resource import IResource, Resource
-from twisted.web.static import Data, File
+from twisted.web.static import File
 
+from . import _demo
 from ._admin import AdminGuard, authorizer_of
 from ._auth import IAuthorizer, JWTAuthorizer
 from ._backend import SSEBackend, SSEService
 from ._broker import HistoryPolicy, IBroker
+from ._channel import ChannelSpec, specs_of
 from ._cors import CORSPolicy
 from ._endpoint import SSEEndpoint
 from ._inbound import SSESite
 from ._internals import rebuild_tls_context
 from ._limits import Limits
 from ._ports import parse_tcp
+from ._twistd import (
+    TwistdOptions,
+    listen_now,
+    load_app,
+    one_line,
+    read_rsa_key,
+    require,
+    server_endpoint,
+    under_twistd,
+)
 from ._workers import WorkerSupervisor
 
 if TYPE_CHECKING:
@@ -54,10 +68,14 @@ def _port(description: str) -> str:
     """
     A strports description for C{--port}: a bare number means TCP.
     """
-    return f"tcp:{description}" if description.isdigit() else description
+    if not description.isdigit():
+        return description
+    if int(description) > 65535:
+        raise usage.UsageError(f"--port {description}: a port is at most 65535")
+    return f"tcp:{description}"
 
 
-class Options(usage.Options):
+class Options(TwistdOptions):
     """
     The options of C{twistd graphsse}.
     """
@@ -65,11 +83,14 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Serve Server-Sent Events with two-way calls. GET <path> opens a "
-        "stream; POST <path> is the way back. A page at / shows the stream."
+        "stream; POST <path> is the way back. A demo page at / shows the stream,"
+        " live data on a channel and calls both ways."
     )
     optParameters: list[list[Any]] = [
         ["path", None, "/sse", "The path of the SSE endpoint."],
         ["channels", None, "", "Named channels, comma-separated (a,b)."],
+        ["presence", None, "", "Of --channels, those that keep presence (a,b)."],
+        ["presence-ttl", None, 15.0, "Seconds a dead node stays in presence.", float],
         ["keepalive", None, 15.0, "Seconds between keep-alive comments.", float],
         ["history", None, 0, "Events each channel keeps for replay.", int],
         ["retry", None, 2000, "The retry: clients are told, in ms.", int],
@@ -180,6 +201,13 @@ class Options(usage.Options):
             "disconnect",
             "Past --max-backlog: disconnect or drop_oldest.",
         ],
+        [
+            "write-timeout",
+            None,
+            60.0,
+            "Seconds a stream whose client reads nothing may wait (0: no limit).",
+            float,
+        ],
         ["jwt-secret", None, None, "Require a JWT signed with this HS256 secret."],
         [
             "jwt-public-key",
@@ -197,6 +225,12 @@ class Options(usage.Options):
             " apikey KEY); --metrics-key-file keeps it out of ps.",
         ],
         ["metrics-key-file", None, None, "A file that holds the metrics key."],
+        [
+            "api-path",
+            None,
+            "/api",
+            "Where the server API is served, with --api-key or a JWT option.",
+        ],
         [
             "metrics-port",
             None,
@@ -246,11 +280,14 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        super().__init__()
         self["ports"] = []
         self["cors"] = []
         self["trusted-proxies"] = []
         self["argv"] = []
+        self["api-keys"] = []
+        #: The C{--jwt-public-key} file's bytes, read by L{postOptions}.
+        self.public_key: bytes | None = None
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
@@ -259,7 +296,7 @@ class Options(usage.Options):
         """
         argv = list(sys.argv[1:] if options is None else options)
         self["argv"] = argv
-        super().parseOptions(argv)  # type: ignore[no-untyped-call]
+        super().parseOptions(argv)
 
     def opt_cors_origin(self, origin: str) -> None:
         """
@@ -282,6 +319,29 @@ class Options(usage.Options):
             ) from None
         self["trusted-proxies"].append(network)
 
+    def opt_api_key(self, key: str) -> None:
+        """
+        A key that may use the server API (Authorization: apikey KEY); may
+        be given more than once.
+        """
+        if not key.strip():
+            raise usage.UsageError("an API key must not be empty")
+        self["api-keys"].append(key.strip())
+
+    def opt_api_key_file(self, name: str) -> None:
+        """
+        A file of API keys, one per line (kept out of ps); may be given
+        more than once.
+        """
+        try:
+            with open(name, encoding="utf-8") as file:
+                keys = [line.strip() for line in file if line.strip()]
+        except OSError as error:
+            raise usage.UsageError(f"--api-key-file: {error}") from None
+        if not keys:
+            raise usage.UsageError(f"--api-key-file: no key in {name}")
+        self["api-keys"].extend(keys)
+
     def opt_port(self, description: str) -> None:
         """
         A strports description to listen on (8080, tcp:8080:interface=
@@ -290,27 +350,39 @@ class Options(usage.Options):
         self["ports"].append(_port(description))
 
     opt_p = opt_port
-    opt_listen = opt_port
+
+    def opt_listen(self, description: str) -> None:
+        """The same as --port."""
+        self.opt_port(description)
 
     def postOptions(self) -> None:
         if not self["ports"]:
             self["ports"] = ["tcp:8080"]
         if not self["path"].startswith("/"):
             self["path"] = "/" + self["path"]
+        if not self["path"].strip("/"):
+            raise usage.UsageError("--path must not be /, where the page is")
         if self["keepalive"] < 0:
             raise usage.UsageError("--keepalive must not be negative")
         if self["history"] < 0:
             raise usage.UsageError("--history must not be negative")
         if self["overflow"] not in ("disconnect", "drop_oldest"):
             raise usage.UsageError("--overflow is disconnect or drop_oldest")
+        try:
+            channel_specs(self)
+        except ValueError as error:
+            raise usage.UsageError(f"--presence: {error}") from None
         if self["jwt-secret"] and self["jwt-public-key"]:
             raise usage.UsageError("give --jwt-secret or --jwt-public-key, not both")
         for name in ("max-body", "max-json-depth", "max-backlog", "call-burst"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
+        if self["presence-ttl"] <= 0:
+            raise usage.UsageError("--presence-ttl must be positive")
         if self["redis"] is not None and not self["redis"].startswith("redis://"):
             raise usage.UsageError("--redis wants a redis:// URL")
         self._check_metrics()
+        self._check_needs()
         if self["workers"] < 1:
             raise usage.UsageError("--workers must be at least 1")
         if self["workers"] > 1:
@@ -329,6 +401,27 @@ class Options(usage.Options):
                     parse_tcp(self["metrics-port"])
                 except ValueError as error:
                     raise usage.UsageError(f"--metrics-port: {error}") from None
+
+    def _check_needs(self) -> None:
+        """
+        What the options need besides themselves: the C{--static}
+        directory, the C{--jwt-public-key} file (read into L{public_key}),
+        and the optional packages of C{--redis}, C{--metrics} and the JWT
+        options (each named with its C{pip install} step).
+        """
+        if self["static"] is not None and not os.path.isdir(self["static"]):
+            raise usage.UsageError(f"--static {self['static']}: no such directory")
+        metrics = "--metrics-port" if self["metrics-port"] else "--metrics"
+        for option, given in [
+            ("--redis", self["redis"]),
+            (metrics, self["metrics"]),
+            ("--jwt-secret", self["jwt-secret"]),
+            ("--jwt-public-key", self["jwt-public-key"]),
+        ]:
+            if given:
+                require(option)
+        if self["jwt-public-key"]:
+            self.public_key = read_rsa_key(self["jwt-public-key"])
 
     def _check_metrics(self) -> None:
         """
@@ -412,28 +505,28 @@ class Options(usage.Options):
                 self["jwt-secret"], ("HS256",), claim=self["jwt-claim"]
             )
         if self["jwt-public-key"]:
-            with open(self["jwt-public-key"], "rb") as key:
-                return JWTAuthorizer(key.read(), ("RS256",), claim=self["jwt-claim"])
+            key = self.public_key or read_rsa_key(self["jwt-public-key"])
+            return JWTAuthorizer(key, ("RS256",), claim=self["jwt-claim"])
         return None
 
 
-def _load(spec: str) -> Any:
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise usage.UsageError(f"--app wants module:attr, not {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise usage.UsageError(
-            f"--app: cannot import {module_name}: {error}"
-        ) from error
-    target: Any = module
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise usage.UsageError(f"--app: {module_name} has no {attribute}") from None
-    return target
+def demo_on(options: Options) -> bool:
+    """
+    Whether the demo (L{txgraphsse._demo}) runs: in one process, without
+    C{--static} or C{--app}.
+    """
+    return not options["static"] and not options["app"] and options["workers"] == 1
+
+
+def channel_specs(options: Options) -> list[ChannelSpec]:
+    """
+    The channels C{--channels} and C{--presence} ask for (L{specs_of}).
+
+    @raise ValueError: for a C{--presence} channel it does not allow.
+    """
+    return specs_of(
+        options["channels"], options["presence"], bool(options["dynamic-channels"])
+    )
 
 
 def mount(root: Resource, path: str, resource: IResource) -> None:
@@ -453,40 +546,6 @@ def mount(root: Resource, path: str, resource: IResource) -> None:
     node.putChild(parts[-1], resource)
 
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>txgraphsse</title>
-<style>body{{font:15px system-ui,sans-serif;margin:2em;max-width:60em}}
-#log{{background:#111;color:#9f9;padding:1em;height:24em;overflow:auto;
-font:13px monospace;white-space:pre-wrap}}</style></head>
-<body><h1>txgraphsse</h1>
-<p>Live stream of <code>{path}</code>. Try
-<code>curl -N http://HOST{path}</code>, or
-<button id="ping">run ping on the server</button></p>
-<div id="log"></div>
-<script type="module">
-import {{ openSSE }} from "{path}/client.js";
-const log = (line) => {{
-  const el = document.getElementById("log");
-  el.textContent += line + "\\n"; el.scrollTop = el.scrollHeight;
-}};
-const sse = openSSE({{
-  url: "{path}",
-  onopen: () => log("open"),
-  onsession: (id) => log("session " + id),
-  onmessage: (data, ev) => log(ev.type + ": " + JSON.stringify(data)),
-  onerror: () => log("error (reconnecting)"),
-}});
-window.sse = sse;
-document.getElementById("ping").onclick = async () =>
-  log("ping -> " + JSON.stringify(await sse.run("ping")));
-</script></body></html>
-"""
-
-
-def demo_page(path: str) -> Data:
-    return Data(_PAGE.format(path=path).encode("utf-8"), "text/html; charset=utf-8")
-
-
 def broker_for(options: Options, reactor: IReactorTime) -> IBroker | None:
     """
     The broker C{--redis} asks for, or L{None} for the default (in memory).
@@ -495,7 +554,12 @@ def broker_for(options: Options, reactor: IReactorTime) -> IBroker | None:
         return None
     from .redis import RedisBroker
 
-    return RedisBroker(reactor, url=options["redis"], prefix=options["redis-prefix"])
+    return RedisBroker(
+        reactor,
+        url=options["redis"],
+        prefix=options["redis-prefix"],
+        presence_ttl=options["presence-ttl"],
+    )
 
 
 def build(
@@ -509,7 +573,7 @@ def build(
     @param shared: with C{--metrics} in a worker, the workers' shared
         stats, so that its metrics answer for all of them.
     """
-    app = _load(options["app"]) if options["app"] else None
+    app = load_app(options["app"]) if options["app"] else None
     if isinstance(app, SSEBackend):
         if backend is not None:
             raise usage.UsageError(
@@ -524,11 +588,16 @@ def build(
             app(backend)
         else:
             backend.load(app)
+    live = demo_on(options)
+    if live:
+        _demo.add_routes(backend)
     path = options["path"]
     authorizer = options.authorizer()
     endpoint = backend.endpoints.get(path)
     if endpoint is None:
-        channels = [c.strip() for c in options["channels"].split(",") if c.strip()]
+        channels = channel_specs(options)
+        if live and _demo.CHANNEL not in {spec.name for spec in channels}:
+            channels.append(_demo.channel())
         endpoint = backend.setup_sse(
             path,
             channels=channels,
@@ -540,6 +609,7 @@ def build(
             request_timeout=options["request-timeout"],
             max_backlog=options["max-backlog"],
             overflow=options["overflow"],
+            write_timeout=options["write-timeout"] or None,
             authorizer=authorizer,
             limits=options.limits(),
             cors=CORSPolicy.allow(options["cors"], bool(options["cors-credentials"])),
@@ -549,8 +619,22 @@ def build(
         root = File(options["static"])
     else:
         root = Resource()
-        root.putChild(b"", demo_page(path))
+        root.putChild(b"", _demo.page(path, live))
     mount(root, path, endpoint.resource)
+    for other in backend.endpoints.values():  # those an --app sets up elsewhere
+        if other is not endpoint and not other.closed:
+            if not other.path.strip("/"):
+                raise usage.UsageError("--app: an endpoint at /, where the page is")
+            mount(root, other.path, other.resource)
+    if options["api-keys"] or authorizer is not None:
+        from .api import ServerAPIResource
+
+        api_path = "/" + options["api-path"].strip("/")
+        mount(
+            root,
+            api_path,
+            ServerAPIResource(endpoint, options["api-keys"], authorizer, api_path),
+        )
     if options["metrics"] and options["metrics-port"] is None:
         mount(
             root,
@@ -608,31 +692,53 @@ def metrics_site(
 def makeService(options: Options) -> IService:
     """
     A C{MultiService}: the backend's service first, then one listening port
-    per C{--port}, so that on stop the ports close before the streams do.
+    per C{--port} (and C{--metrics-port}), then the demo's ticker if the
+    demo runs, so that on stop the ports close before the streams do.
 
     With C{--workers N} (N > 1) this process serves nothing itself: it binds
     the ports and supervises N worker processes that serve them (see
-    L{txgraphsse._workers}).
+    L{txgraphsse._workers}).  Under twistd the ports are listened on here,
+    so that one in use ends the process (with one line, as every bad option
+    found here does) before twistd writes its pid file.
     """
+    with one_line(options):
+        return _make_service(options)
+
+
+def _make_service(options: Options) -> IService:
     from twisted.internet import reactor
 
+    now = under_twistd(options)
+    top = MultiService()
     if options["workers"] > 1:
-        top = MultiService()
-        WorkerSupervisor(options).setServiceParent(top)  # type: ignore[no-untyped-call]
+        supervisor = WorkerSupervisor(options)
+        if now:
+            try:
+                supervisor.bind()
+            except OSError as error:
+                taken = " ".join(options["ports"])
+                raise usage.UsageError(
+                    f"--port {taken}: cannot listen: {error}"
+                ) from None
+        supervisor.setServiceParent(top)  # type: ignore[no-untyped-call]
         return top
     broker = broker_for(options, cast(IReactorTime, reactor))
-    backend, _, site = build(
+    backend, endpoint, site = build(
         options, None if broker is None else SSEBackend(reactor, broker=broker)
     )
-    top = MultiService()
     SSEService(backend).setServiceParent(top)  # type: ignore[no-untyped-call]
-    for description in options["ports"]:
-        endpoint = with_http2(serverFromString(reactor, description))
-        StreamServerEndpointService(endpoint, site).setServiceParent(top)
+    ports = [("--port", d, site) for d in options["ports"]]
     private = metrics_site(options, backend)
     if private is not None:
-        endpoint = serverFromString(reactor, options["metrics-port"])
-        StreamServerEndpointService(endpoint, private).setServiceParent(top)
+        ports.append(("--metrics-port", options["metrics-port"], private))
+    endpoints = [server_endpoint(reactor, d, option) for option, d, _ in ports]
+    for (option, description, factory), port in zip(ports, endpoints, strict=True):
+        port = with_http2(port) if factory is site else port
+        if now:
+            port = listen_now(port, factory, description, option)
+        StreamServerEndpointService(port, factory).setServiceParent(top)
+    if demo_on(options):
+        _demo.Ticker(endpoint, reactor).setServiceParent(top)  # type: ignore[no-untyped-call]
     return top
 
 

@@ -2,7 +2,7 @@
 """
 Test helpers for applications built on txgraphsse, as C{treq.testing} is for
 treq: an in-memory server and Python client, with no sockets and a Clock
-that the test advances.
+that the test advances::
 
     from txgraphsse.testing import SSETestPair
 

@@ -18,7 +18,18 @@ It serves, on one origin:
     C{tests/test_browser_tokens.py}; C{/token} issues its tokens
     (L{TokenIssuer}), C{/tokens} (L{TOKENS_PAGE}) and C{/tokens-classic}
     (L{TOKENS_CLASSIC_PAGE}) are its pages, and the routes C{test_jwt_*}
-    publish on it, close its streams and say how many it opened.
+    publish on it, close its streams and say how many it opened;
+  - C{/api}: the server API of C{/sse} (L{ServerAPIResource}, key
+    L{API_KEY}), for C{tests/test_browser_api.py};
+  - C{/shared}: an endpoint for C{tests/test_browser_shared.py}, with
+    channels C{news} and C{alerts} (history of 500 each), its streams
+    counted (L{CountStreams}); C{/shared-tabs} (L{SHARED_PAGE}) is a page
+    whose query says its name, its channels and whether it shares its
+    stream (C{shared=0}: not), C{/shared-classic} (L{SHARED_CLASSIC_PAGE})
+    the same on the classic build, C{/shared-api} its server API, and the
+    routes C{test_shared_*} publish on it, post to a session and say how
+    many streams it holds; C{/shared-tokens} (L{SHARED_TOKENS_PAGE}) shares a stream of
+    C{/jwt}.
 
 The routes named C{test_*} let the test (a plain HTTP client) drive the
 server side towards one session: C{post}, C{request}, C{run}, C{subscribe}
@@ -48,17 +59,23 @@ from twisted.web.server import Request, Site
 from twisted.web.static import Data
 
 from txgraphsse import JWTAuthorizer, Limits, SSEBackend, SSEEndpoint
+from txgraphsse.api import ServerAPIResource
 
 from . import HoldNext, serve
 
 __all__ = [
+    "API_KEY",
     "PAGE",
     "RETRY",
     "SECRET",
+    "SHARED_CLASSIC_PAGE",
+    "SHARED_PAGE",
+    "SHARED_TOKENS_PAGE",
     "TOKENS_CLASSIC_PAGE",
     "TOKENS_PAGE",
     "CountStreams",
     "TokenIssuer",
+    "add_shared_endpoint",
     "add_token_endpoint",
     "announce_routes",
     "make_site",
@@ -250,6 +267,135 @@ window.sse = GraphSSE.openSSE({
 """
 
 
+#: The key of the server APIs (C{/api}, C{/shared-api}).
+API_KEY = "test-key"
+
+#: The page of C{/shared-tabs}: a client of C{/shared} whose query says the
+#: tab's C{name}, its C{channels} (C{news} unless said) and whether it
+#: shares its stream (C{shared=0}: a stream of its own).  Its routes:
+#: C{whoami} (its name), C{double}, C{fail} (throws).  It records in
+#: C{window.seen} each channel event (text and id), session, opening, reset,
+#: error and call of its routes.
+SHARED_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>graphsse shared</title>
+<link rel="icon" href="data:,"></head>
+<body><p><span id="name">-</span>: session <code id="sid">-</code>,
+<span id="role">-</span></p>
+<script type="module">
+import { openSSE } from "/shared/client.js";
+const query = new URLSearchParams(location.search);
+const name = query.get("name") || "tab";
+const seen = (window.seen = {
+  name, news: [], alerts: [], sessions: [], opens: 0, resets: [], errors: [],
+  messages: [], calls: [], closed: null,
+});
+document.getElementById("name").textContent = name;
+const record = (channel) => (data, event) => {
+  seen[channel].push({ text: data.text, id: event.lastEventId });
+};
+window.sse = openSSE({
+  url: "/shared",
+  shared: query.get("shared") !== "0",
+  channels: (query.get("channels") || "news").split(",").filter(Boolean),
+  retryDelay: 300,
+  routes: {
+    whoami() {
+      seen.calls.push("whoami");
+      return name;
+    },
+    double: (n) => n * 2,
+    fail() {
+      throw new Error("boom in " + name);
+    },
+  },
+  events: { news: record("news"), alerts: record("alerts") },
+  onmessage: (data) => seen.messages.push(data),
+  onopen: () => { seen.opens += 1; },
+  onsession(id) {
+    seen.sessions.push(id);
+    document.getElementById("sid").textContent = id;
+    const role = window.sse.leader ? "leader" : "follower";
+    document.getElementById("role").textContent = role;
+  },
+  onreset: (info) => seen.resets.push(info),
+  onerror: (error) => seen.errors.push(String(error && (error.code || error.type))),
+  onclose: (reason) => { seen.closed = String(reason && reason.code); },
+});
+</script></body></html>
+"""
+
+#: C{/shared-classic}: the classic build's C{GraphSSE} sharing a stream of
+#: C{/shared} on C{news}.
+SHARED_CLASSIC_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>classic shared</title>
+<link rel="icon" href="data:,"></head>
+<body><p id="sid">-</p>
+<script src="/shared/client.classic.js"></script>
+<script>
+window.seen = { news: [] };
+window.sse = GraphSSE.openSSE({
+  url: "/shared",
+  shared: true,
+  channels: ["news"],
+  routes: { double: (n) => n * 2 },
+  events: {
+    news: (data, event) => {
+      window.seen.news.push({ text: data.text, id: event.lastEventId });
+    },
+  },
+  onsession: (id) => { document.getElementById("sid").textContent = id; },
+});
+</script></body></html>
+"""
+
+#: C{/shared-tokens}: tabs sharing a stream of C{/jwt} (C{news}), whose
+#: C{getToken} fetches tokens that live two to three seconds.  It records in
+#: C{window.seen} how many tokens this tab fetched, each C{POST} it made
+#: (body, C{Authorization}, status), each channel event and session.
+SHARED_TOKENS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>shared tokens</title>
+<link rel="icon" href="data:,"></head>
+<body><p>session <code id="sid">-</code></p>
+<script type="module">
+import { openSSE } from "/jwt/client.js";
+const seen = (window.seen = {
+  tokens: [], posts: [], news: [], sessions: [], errors: [], closed: null,
+});
+window.sse = openSSE({
+  url: "/jwt",
+  shared: true,
+  channels: ["news"],
+  retryDelay: 300,
+  async getToken() {
+    const response = await fetch("/token?channels=news&ttl=3", { cache: "no-store" });
+    const token = await response.text();
+    seen.tokens.push(token);
+    return token;
+  },
+  async fetch(url, init) {
+    const response = await fetch(url, init);
+    if (init && init.method === "POST") {
+      const headers = init.headers || {};
+      seen.posts.push({
+        body: init.body, auth: headers.Authorization || null, status: response.status,
+      });
+    }
+    return response;
+  },
+  events: {
+    news: (data, event) => seen.news.push({ text: data.text, id: event.lastEventId }),
+  },
+  onsession(id) {
+    seen.sessions.push(id);
+    document.getElementById("sid").textContent = id;
+  },
+  onerror: (error) => seen.errors.push(String(error && (error.code || error.type))),
+  onclose: (reason) => { seen.closed = String(reason && reason.code); },
+});
+</script></body></html>
+"""
+
+
 class TokenIssuer(Resource):
     """
     C{GET /token?sub=alice&channels=news,alerts&ttl=3}: a JWT of C{/jwt}
@@ -373,6 +519,61 @@ def add_token_endpoint(backend: SSEBackend, root: Resource) -> SSEEndpoint:
         for session in open_:
             session.close()
         return len(open_)
+
+    return endpoint
+
+
+def add_shared_endpoint(backend: SSEBackend, root: Resource) -> SSEEndpoint:
+    """
+    Mount C{/shared} (its streams counted), C{/shared-api}, C{/shared-tabs},
+    C{/shared-classic} and C{/shared-tokens} on C{root}, and add the routes
+    C{test_shared_*} that drive C{/shared} to C{backend}.
+    """
+    endpoint = backend.setup_sse(
+        "/shared",
+        channels=["news", "alerts"],
+        history=500,
+        retry=RETRY,
+        keepalive=5.0,
+        request_timeout=10.0,
+    )
+    counted = CountStreams(endpoint.resource)
+    html = "text/html; charset=utf-8"
+    root.putChild(b"shared", counted)
+    root.putChild(
+        b"shared-api", ServerAPIResource(endpoint, keys=[API_KEY], path="/shared-api")
+    )
+    root.putChild(b"shared-tabs", Data(SHARED_PAGE.encode("utf-8"), html))
+    root.putChild(b"shared-classic", Data(SHARED_CLASSIC_PAGE.encode("utf-8"), html))
+    root.putChild(b"shared-tokens", Data(SHARED_TOKENS_PAGE.encode("utf-8"), html))
+
+    @backend.route("test_shared_publish")
+    def publish(channel: str, text: str) -> int:
+        """
+        Publish C{{"text": text}} on C{/shared}'s C{channel}.
+        """
+        return endpoint.channels[channel].broadcast({"text": text})
+
+    @backend.route("test_shared_post")
+    def post(session_id: str, route: str, args: Any = None) -> bool:
+        """
+        C{endpoint.post(route, args)} on C{/shared}'s session C{session_id}.
+        """
+        endpoint.post(route, args, session_id=session_id)
+        return True
+
+    @backend.route("test_shared_state")
+    def state() -> dict[str, Any]:
+        """
+        The streams C{/shared} holds (their session ids), how many it has
+        opened, and the requests for them (L{CountStreams}).
+        """
+        return {
+            "sessions": sorted(endpoint.sessions),
+            "opened": endpoint.counters.sessions_opened,
+            "gets": counted.gets,
+            "refused": counted.refused,
+        }
 
     return endpoint
 
@@ -558,7 +759,9 @@ def make_site(publish: list[str]) -> Site:
 
     root.putChild(b"sse", hold)
     root.putChild(b"full", full.resource)
+    root.putChild(b"api", ServerAPIResource(endpoint, keys=[API_KEY]))
     add_token_endpoint(backend, root)
+    add_shared_endpoint(backend, root)
     return Site(root)
 
 

@@ -4,7 +4,8 @@ The Python client's private modules; L{txgraphsse.client} is their face.
 
 From the bottom up:
 
-  - C{_waiters}: the L{Deferred}s waiting for one thing to happen.
+  - C{_waiters}: the L{Deferred <twisted.internet.defer.Deferred>}s waiting
+    for one thing to happen.
   - C{_handlers}: callbacks by event name, each failure logged.
   - C{_watchdog}: a deadline that each sign of life pushes back.
   - C{_http}: connections the client can account for, bodies, remote errors.
@@ -13,11 +14,15 @@ From the bottom up:
   - C{_routes}: the client's own routes, picked by C{_verbs}' rule and run.
   - C{_post}: one JSON C{POST} of a connection on the wire, and what the
     modules above it post through.
+  - C{_tokens}: a connection's tokens from C{get_token}, renewed before
+    they expire.
   - C{_batch}: a connection's C{POST}s of one turn, coalesced into one.
   - C{_subscriptions}: a connection's subscriptions to the server's routes.
   - C{_serving}: answering the server's calls on a connection.
   - C{_connection}: L{Connection}, one connection's session and calls.
   - C{_graph}: L{GraphSSEClient}, the routes and the connections.
+  - C{_api}: L{ServerAPI <txgraphsse.client.ServerAPI>}, the server API's
+    client, for backends and scripts.
 
 A module imports only those above it in this list; where it needs
 something of a higher one (a connection, a client, a source), it names it

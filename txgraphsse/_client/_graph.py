@@ -80,7 +80,7 @@ class _StreamSetting(Generic[_V]):
 class GraphSSEClient:
     """
     The client side of graphscript's SSE (its C{EventSourceInfo}): routes
-    the server may run, and connections to endpoints to call it back.
+    the server may run, and connections to endpoints to call it back::
 
         client = GraphSSEClient()
 

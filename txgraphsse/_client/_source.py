@@ -162,8 +162,9 @@ class EventSource:
     ) -> None:
         """
         @param url: an C{http} or C{https} URL.
-        @param reactor: the reactor (L{IReactorTime}, and what an L{Agent}
-            needs to connect); the global one by default.
+        @param reactor: the reactor (L{IReactorTime}, and what an
+            L{Agent <twisted.web.client.Agent>} needs to connect); the global
+            one by default.
         @param headers: extra request headers, such as C{Authorization}.
         @param last_event_id: resume after this event id.
         @param http_client: a treq client to open the stream with (it asks

@@ -6,8 +6,10 @@ close), fired together when it does.
 
 This module owns only that list and its cancellation.  It never decides
 when the thing happens, nor what a caller that comes after it gets (each
-holder answers those at once, with L{succeed} or L{fail}); it knows nothing
-of HTTP, SSE or graphscript.
+holder answers those at once, with
+L{succeed <twisted.internet.defer.succeed>} or
+L{fail <twisted.internet.defer.fail>}); it knows nothing of HTTP, SSE or
+graphscript.
 """
 
 from __future__ import annotations

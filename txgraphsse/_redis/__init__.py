@@ -33,6 +33,10 @@ C{N}::
     P:nodes            set: the nodes; P:alive:N expires unless N refreshes it
     P:node:N           pub/sub: messages for N (push, forward, answers)
     P:all              pub/sub: messages for every node (closed, settle)
+    P:K:pn:CHANNEL     sorted set: the nodes with members of CHANNEL (one
+                       that keeps presence), scored by when their entries
+                       run out (Redis's clock, in ms)
+    P:K:ph:N:CHANNEL   hash: N's members of CHANNEL: session id -> entry
 
 How it holds together:
 
@@ -56,6 +60,12 @@ How it holds together:
   - Nodes: each refreshes a key that expires after C{node_ttl}; a node
     whose key expired is dead to the others, which fail their calls to its
     sessions and forget them.  A node that comes back registers again.
+  - Presence: each node refreshes its members of the channels that keep
+    presence every C{presence_ttl / 3}; a read skips the nodes whose
+    C{presence_ttl} has run out since, and the next live node to refresh
+    the channel takes their entries out and announces them gone.  Each
+    node publishes its own batches of joins and leaves on the channel, as
+    events without history.
 
 Limits: Redis must keep its data for ids to stay meaningful (with
 C{appendonly yes}; C{appendfsync always} where losing the last second on a
@@ -84,5 +94,7 @@ L{txgraphsse._internals.probed})::
     _publish    publishing, in flight and through an outage
     _bus        the bus: delivery in order, markers, catching up
     _peers      calls between nodes: push, forward, settle, answers
+    _presence   presence: each node's members of channels that keep it,
+                refreshed, read for all nodes, dead nodes' taken out
     _broker     RedisBroker: the IBroker face, composing the parts
 """

@@ -10,8 +10,9 @@ documents it: as one request where the part takes one, L{Outgoing},
 L{Post} or L{Reply}) and the order in which the parts hear that the link
 came up or went down, and it routes each message that arrives to the bus
 or to the calls.  It holds no state of its own beyond its parts (and the
-clock that stamps what it publishes), never runs a script and never reads
-a reply.
+clock that stamps what it publishes, and the timer that warns when a
+broker nobody started is used), never runs a script and never reads a
+reply.
 """
 
 from __future__ import annotations
@@ -21,17 +22,24 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .._broker import HistoryPolicy, IBroker, IDeliverySink, Replay
+from .._broker import (
+    BrokerUnavailable,
+    HistoryPolicy,
+    IBroker,
+    IDeliverySink,
+    Replay,
+)
 from ._bus import Bus
 from ._context import Context
 from ._link import Link
 from ._nodes import Nodes
 from ._peers import Peers, Post, Reply
+from ._presence import Lost, PresenceRosters
 from ._publish import Publisher
 from ._replay import Replays
 from ._state import LOG_NAMESPACE, Endpoints, Names, Outgoing
@@ -48,12 +56,18 @@ class RedisBroker:
 
     Give each node's L{txgraphsse.SSEBackend} its own C{RedisBroker} with the
     same C{url} and C{prefix}, and call L{start} (L{txgraphsse.SSEService}
-    does, and L{txgraphsse.SSEBackend.shutdown} calls L{stop}).
+    does, and L{txgraphsse.SSEBackend.shutdown} calls L{stop}).  A broker
+    does not start by itself: one that is used (a stream opens on one of
+    its endpoints, or an event is published) and is still not started
+    L{start_warning} seconds later logs a warning, once, since until it
+    starts its node reaches neither Redis nor its peers.
 
     @ivar node_id: this node's name among its peers (random by default).
     @ivar clustered: always C{True}.
     @ivar reconnect_initial: seconds before the first attempt to reconnect;
         each failed attempt doubles it, up to C{reconnect_max}.
+    @ivar start_warning: seconds after its first use by which L{start}
+        must have been called, or a warning is logged.
     """
 
     clustered = True
@@ -61,6 +75,7 @@ class RedisBroker:
     reconnect_max = 10.0
     connect_timeout = 5.0
     settle_timeout = 2.0
+    start_warning = 5.0
 
     def __init__(
         self,
@@ -72,6 +87,7 @@ class RedisBroker:
         node_ttl: float = 6.0,
         outage_buffer: int = 10_000,
         forward_timeout: float = 10.0,
+        presence_ttl: float = 15.0,
     ) -> None:
         """
         @param reactor: a reactor with TCP and time.
@@ -86,6 +102,9 @@ class RedisBroker:
             to write into history once it is back; the oldest go first.
         @param forward_timeout: seconds a forwarded C{POST} waits for the
             node holding its session (then C{503 unavailable}).
+        @param presence_ttl: seconds a node's members of the channels that
+            keep presence stay listed after its last refresh (every third
+            of it): a node that dies leaves presence within this time.
         """
         if node_id is None:
             node_id = secrets.token_hex(4)
@@ -93,6 +112,8 @@ class RedisBroker:
             raise ValueError(f"bad node id: {node_id!r}")
         if node_ttl <= heartbeat:
             raise ValueError("node_ttl must be longer than heartbeat")
+        if presence_ttl <= 0:
+            raise ValueError("presence_ttl must be positive")
         names = Names(prefix, node_id)
         self._link = Link(reactor, url, names, self)
         self.url = url
@@ -107,6 +128,9 @@ class RedisBroker:
         self._publisher = Publisher(shared, self._replays, outage_buffer)
         self._bus = Bus(shared, self._publisher, self._replays)
         self._peers = Peers(shared, self._nodes, self, forward_timeout)
+        self._presence = PresenceRosters(shared, presence_ttl)
+        self._start_watch: IDelayedCall | None = None
+        self._start_watched = False
 
     def __repr__(self) -> str:
         state = "up" if self._link.up else "down"
@@ -130,6 +154,7 @@ class RedisBroker:
         @return: a L{Deferred} that fires once the link is first up (or
             when L{stop} is called first); it never fails.
         """
+        self._stop_watching_start()
         return self._link.start()
 
     def stop(self) -> Deferred[None]:
@@ -137,6 +162,7 @@ class RedisBroker:
         Leave the cluster: unregister this node's sessions, close the
         connections and stop every timer.
         """
+        self._stop_watching_start()
         return self._link.shutdown(leave=True)
 
     def _vanish(self) -> Deferred[None]:
@@ -164,6 +190,35 @@ class RedisBroker:
         if self._nodes.joined:
             self._link.fire(self._bus.subscribe(key))
 
+    def _used(self) -> None:
+        # The broker is used for the first time: watch that it starts.  (Not
+        # at attach, which an app does before anything runs, and which a
+        # test of its command line does without ever running a reactor.)
+        self._start_watched = True
+        if not self._link.running:
+            self._start_watch = self._clock.callLater(
+                self.start_warning, self._not_started
+            )
+
+    def _not_started(self) -> None:
+        self._start_watch = None
+        if not self._link.running:
+            _log.warn(
+                "RedisBroker {node} is in use but still not started {seconds} s"
+                " later: until it is, its sessions get this node's events only,"
+                " and no other node reaches them. Call broker.start()"
+                " (and broker.stop() at the end), or run the backend under"
+                " SSEService, which does both.",
+                node=self.node_id,
+                seconds=self.start_warning,
+            )
+
+    def _stop_watching_start(self) -> None:
+        self._start_watched = True
+        watch, self._start_watch = self._start_watch, None
+        if watch is not None and watch.active():
+            watch.cancel()
+
     def detach(self, key: str) -> None:
         """
         L{IBroker.detach}: the key's waiting replays get nothing, and its
@@ -188,9 +243,41 @@ class RedisBroker:
         """
         L{IBroker.publish}, by L{Publisher.publish}.
         """
+        if not self._start_watched:
+            self._used()
         size = history.size if history.enabled else 0
         now = self._clock.seconds()
         self._publisher.publish(Outgoing(key, channel, event, data, now, size))
+
+    def publish_acked(
+        self,
+        key: str,
+        channel: str,
+        event: str | None,
+        data: str,
+        history: HistoryPolicy,
+    ) -> Deferred[str | None]:
+        """
+        L{IBroker.publish_acked}: refused while Redis is away; else fired
+        when the publish script has answered (through an outage that comes
+        meanwhile, once the event kept is written).
+        """
+        if not self._link.up:
+            return fail(BrokerUnavailable("Redis cannot be reached"))
+        size = history.size if history.enabled else 0
+        out = Outgoing(key, channel, event, data, self._clock.seconds(), size)
+        acked: Deferred[str | None] = Deferred()
+        out.acked = acked
+        self._publisher.publish(out)
+        return acked
+
+    def disconnect(
+        self, key: str, session_id: str | None = None, subject: str | None = None
+    ) -> Deferred[int]:
+        """
+        L{IBroker.disconnect}, by L{Peers.disconnect}.
+        """
+        return self._peers.disconnect(key, session_id, subject)
 
     def flushed(self, key: str) -> Deferred[None]:
         """
@@ -204,6 +291,8 @@ class RedisBroker:
         """
         L{IBroker.session_opened}, by L{Nodes.session_opened}.
         """
+        if not self._start_watched:
+            self._used()
         self._nodes.session_opened(key, session_id)
 
     def session_closed(self, key: str, session_id: str) -> None:
@@ -217,6 +306,32 @@ class RedisBroker:
         L{IBroker.session_count}, by L{Nodes.session_count}.
         """
         return self._nodes.session_count(key)
+
+    # IBroker: presence
+
+    def presence(self, key: str, channel: str) -> Deferred[list[dict[str, Any]]]:
+        """
+        L{IBroker.presence}, by L{PresenceRosters.read}.
+        """
+        return self._presence.read(key, channel)
+
+    def presence_joined(self, key: str, channel: str, entry: dict[str, Any]) -> None:
+        """
+        L{IBroker.presence_joined}, by L{PresenceRosters.joined}.
+        """
+        self._presence.joined(key, channel, entry)
+
+    def presence_left(self, key: str, channel: str, entry: dict[str, Any]) -> None:
+        """
+        L{IBroker.presence_left}, by L{PresenceRosters.left}.
+        """
+        self._presence.left(key, channel, entry)
+
+    def watch_presence(self, key: str, channel: str, lost: Lost | None) -> None:
+        """
+        L{IBroker.watch_presence}, by L{PresenceRosters.watch}.
+        """
+        self._presence.watch(key, channel, lost)
 
     # IBroker: one session, wherever it is
 
@@ -301,10 +416,12 @@ class RedisBroker:
     def _linked(self) -> tuple[int, int]:
         counts = self._publisher.write_kept()
         self._nodes.start_heartbeat()
+        self._presence.linked()
         return counts
 
     def _stopping(self, leave: bool) -> Deferred[None]:
         self._nodes.stop_heartbeat()
+        self._presence.stop(leave=leave and self._link.up)
         if self._link.up and leave:
             return self._nodes.leave(self.connect_timeout)
         return succeed(None)
@@ -322,3 +439,4 @@ class RedisBroker:
             self._publisher.unlink_state(state)
             self._replays.fail_waiting(state)
         self._peers.unlink()
+        self._presence.unlink()

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from attrs import define, frozen
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -117,6 +118,12 @@ class _Request:
     answers: int = 0
 
 
+#: How many times a session no live node holds is asked for again, and
+#: how far apart (L{Peers._direct}).
+DIRECT_RETRIES = 3
+DIRECT_RETRY_DELAY = 0.15
+
+
 class Peers(Part):
     """
     This node's calls to and from the other nodes.
@@ -154,6 +161,8 @@ class Peers(Part):
             self._settled(message)
         elif kind == "closed" and message.get("o") != node_id:
             self._nodes.gone(str(message["k"]), str(message["sid"]))
+        elif kind == "disconnect" and message.get("o") != node_id:
+            self._disconnect_here(message)
 
     def unlink(self) -> None:
         """
@@ -190,17 +199,39 @@ class Peers(Part):
             request.deferred.callback(result)
 
     def _direct(
-        self, key: str, session_id: str, message: dict[str, Any]
+        self, key: str, session_id: str, message: dict[str, Any], tries: int = 0
     ) -> Deferred[Any]:
         """
         Publish C{message} to the node holding C{session_id}: fires with
         C{[node, receivers]}, or L{None} when no live node holds it.
+
+        A session's node registers it as it sends C{setId}, without waiting
+        for Redis: a backend told the session id may ask for it here first.
+        So a session no live node holds is asked for again, L{DIRECT_RETRIES}
+        times L{DIRECT_RETRY_DELAY} apart, before it is taken to be gone.
         """
-        return self._link.script(
+        sent = self._link.script(
             DIRECT,
             [self._names.key(key, "where")],
             [session_id, self._names.prefix, encode(message)],
         )
+        if tries >= DIRECT_RETRIES:
+            return sent
+
+        def again(result: Any) -> Any:
+            if result is not None or not self._link.up:
+                return result
+            return deferLater(
+                self._clock,
+                DIRECT_RETRY_DELAY,
+                self._direct,
+                key,
+                session_id,
+                message,
+                tries + 1,
+            )
+
+        return sent.addCallback(again)
 
     # Push
 
@@ -245,6 +276,47 @@ class Peers(Part):
         if origin:
             reply = {"type": "closed", "k": key, "sid": session_id}
             self._link.fire(self._link.tell(self._names.node_channel(origin), reply))
+
+    # Disconnect
+
+    def disconnect(
+        self, key: str, session_id: str | None, subject: str | None
+    ) -> Deferred[int]:
+        """
+        End session C{session_id}'s stream here if this node holds it, else
+        on the node that does; or every node's streams of C{subject}.
+
+        @return: a L{Deferred} firing with how many this node ended, plus
+            one for a session by id that another node holds.
+        """
+        sink = self._endpoints.sink(key)
+        ended = 0 if sink is None else sink.disconnect_here(session_id, subject)
+        if (session_id is not None and ended) or not self._link.up:
+            return succeed(ended)
+        message = {
+            "type": "disconnect",
+            "k": key,
+            "sid": session_id,
+            "sub": subject,
+            "o": self._names.node_id,
+        }
+        if session_id is not None:
+            return self._direct(key, session_id, message).addCallbacks(
+                lambda found: 0 if found is None or not int(found[1]) else 1,
+                lambda _: 0,
+            )
+        self._link.fire(self._link.tell(self._names.all_channel, message))
+        return succeed(ended)
+
+    def _disconnect_here(self, message: dict[str, Any]) -> None:
+        sink = self._endpoints.sink(str(message.get("k")))
+        if sink is None:
+            return
+        session_id, subject = message.get("sid"), message.get("sub")
+        sink.disconnect_here(
+            session_id if isinstance(session_id, str) else None,
+            subject if isinstance(subject, str) else None,
+        )
 
     # Forward
 

@@ -229,6 +229,9 @@ class Publisher(Part):
     def _sent(self, result: list[Any], out: Outgoing) -> None:
         out.seq = int(result[0])
         out.epoch = str(result[1])
+        acked, out.acked = out.acked, None
+        if acked is not None:
+            acked.callback(out.stored(out.seq, out.epoch).id)
 
     def _send_failed(self, failure: Failure, out: Outgoing) -> None:
         if failure.check(RedisConnectionError, CancelledError) or out.done:
@@ -242,6 +245,9 @@ class Publisher(Part):
             failure=failure,
             channel=out.channel,
         )
+        acked, out.acked = out.acked, None
+        if acked is not None:
+            acked.errback(failure)
         if not out.buffered:
             self._deliver_here(self._endpoints.get(out.key), out)
 

@@ -26,6 +26,9 @@ __all__ = [
     "HEARTBEAT",
     "LEAVE",
     "OPENED",
+    "PRESENCE_READ",
+    "PRESENCE_REFRESH",
+    "PRESENCE_WRITE",
     "PUBLISH",
     "REGISTER",
     "REPLAY",
@@ -105,6 +108,24 @@ SYNC = Script.load("sync")
 #: client's id}.
 REPLAY = Script.load("replay")
 
+#: KEYS: presence index, this node's presence hash.  ARGV: node, ttl in
+#: ms, "1" to empty the hash first, how many session ids to remove, those
+#: ids, then session id and entry pairs to write.  Keeps this node in the
+#: index until ttl from now while its hash holds anyone (the hash for twice
+#: that); answers 1 if it does, 0 if it no longer does (and left the index).
+PRESENCE_WRITE = Script.load("presence_write")
+
+#: KEYS: presence index, this node's presence hash.  ARGV: node, ttl in
+#: ms, the head and tail of a node's presence hash key (around its id).
+#: Keeps this node's entries for ttl more, and takes out those of the
+#: nodes whose time ran out: answers {1 if this node's hash was still
+#: there (else 0, and it is to be written again), the entries taken out}.
+PRESENCE_REFRESH = Script.load("presence_refresh")
+
+#: KEYS: presence index.  ARGV: the head and tail of a node's presence
+#: hash key.  Answers the entries of every node whose time has not run out.
+PRESENCE_READ = Script.load("presence_read")
+
 #: Every script, loaded into Redis each time the link comes up.
 SCRIPTS = (
     PUBLISH,
@@ -116,4 +137,7 @@ SCRIPTS = (
     LEAVE,
     SYNC,
     REPLAY,
+    PRESENCE_WRITE,
+    PRESENCE_REFRESH,
+    PRESENCE_READ,
 )

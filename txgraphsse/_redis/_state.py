@@ -139,6 +139,9 @@ class Outgoing:
     seq: int | None = None
     epoch: str = ""
     done: bool = False
+    #: Fired with its id (L{None} without history) once Redis has placed it,
+    #: for a publisher that waits (the server API's C{publish}).
+    acked: Deferred[str | None] | None = None
 
     def stored(self, seq: int, epoch: str) -> StoredEvent:
         """
