@@ -62,6 +62,37 @@ export interface GraphSSEOptions {
   onleft?: (channel: string, sse: GraphSSE) => void;
   /** The server ended the stream at its token's expiry; with `getToken` the client reconnects at once with a fresh one. */
   onexpired?: (args: any, sse: GraphSSE) => void;
+  /**
+   * Share one stream with the other tabs of this origin that open the same
+   * endpoint (`url`) with `shared` (off by default).  A string names the
+   * group: only tabs of the same group share (for example one per user).
+   *
+   * A Web Lock elects the tab that holds the `EventSource` (the leader); a
+   * `BroadcastChannel` carries every event to every tab, and the leader's
+   * stream asks for the channels of every tab (a tab that asks for a channel
+   * the stream lacks makes the leader open it again on the wider set, from
+   * its last event id).  Each tab gets its own `onopen` and `onsession` and
+   * the events of its own channels; every tab POSTs its own calls, naming
+   * the shared session.  A server call on the session (`run`, `request`,
+   * `post`, a subscription to a browser route) runs in the tab that
+   * registered the route first; a `request` no tab has the route of is
+   * answered `no_route` by the leader.
+   *
+   * When the leader goes (closed, or its `freeze` or `pagehide` events) the
+   * next tab takes the lock and opens a new stream (a new session) from the
+   * earliest last event id of the tabs left; each tab drops an event whose id
+   * it has seen, so that no event of a channel with history is missed or
+   * seen twice.  Events without an id (no history) sent while no tab held
+   * the stream are lost.
+   *
+   * Trade-offs: the session is the browser's, not the tab's (one id for all
+   * tabs, which changes at each hand-off and each widening); with `getToken`
+   * only the leader asks for tokens and refreshes, and the other tabs' POSTs
+   * carry its token, so every tab of a group must be the same principal; the
+   * stream keeps the channels of tabs that closed until the next hand-off.
+   * Without Web Locks or BroadcastChannel the tab opens a stream of its own.
+   */
+  shared?: boolean | string;
   /** Send cookies cross-origin, on the stream and on POSTs. */
   withCredentials?: boolean;
   /** Resume after this event id. */
@@ -93,8 +124,10 @@ export declare class GraphSSE {
   sessionId: string | null;
   /** The last event id seen, sent back on reconnection. */
   lastEventId: string;
-  /** The current EventSource. */
+  /** The current EventSource (null in a tab that shares another's: `shared`). */
   source: EventSource | null;
+  /** Whether this handle holds its stream itself: always, unless it shares one (`shared`) that another tab holds. */
+  readonly leader: boolean;
   /** Whether the handle has stopped for good. */
   closed: boolean;
   /** The endpoint's absolute URL. */
@@ -116,12 +149,12 @@ export declare class GraphSSE {
   request(message: RouteMessage, method?: string): Promise<any>;
   /** Receive every output of a server route; one subscription per route, kept across reconnections. */
   subscribe(route: string, callback?: ((value: any) => void) | string, args?: any): Promise<number>;
-  /** End the subscription on `route` (default: ours); resolves with whether the server had it. */
+  /** End the subscription on `route` (default: ours); resolves with whether the server had it. With `shared`, while another tab subscribes to `route`, only this tab's callbacks end. */
   unsubscribe(route: string, sub?: number): Promise<boolean>;
   /** Close the stream for good; returns whether it was open. */
   terminate(): boolean;
 
-  /** Add or replace a browser route. */
+  /** Add or replace a browser route (with `shared`, add routes this way, so that the other tabs hear of them). */
   addRoute(name: string, route: RouteEntry): this;
   /** Run a browser route here; the server's subscribers to it get the result. */
   call(name: string, args?: any, method?: string): Promise<any>;
