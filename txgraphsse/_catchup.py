@@ -33,6 +33,7 @@ __all__ = [
     "ROUND_BYTES",
     "Held",
     "Lag",
+    "Write",
     "drop_oldest",
     "just_before",
     "reset_event",
@@ -138,6 +139,15 @@ class Lag:
         self.kept.append((position, payload))
         self.kept_bytes += len(payload)
 
+    def untake(self, writes: list[Write]) -> None:
+        """
+        Put back, first, the kept things of C{writes}, which were not
+        written (their events are read from history again).
+        """
+        items = [item for _, _, taken in writes for item in taken]
+        self.kept[:0] = items
+        self.kept_bytes += sum(len(payload) for _, payload in items)
+
     def read(
         self,
         broker: IBroker,
@@ -163,14 +173,15 @@ class Lag:
         channels: Mapping[str, _Channel],
         upto: float,
         budget: int = 4 * ROUND_BYTES,
-    ) -> tuple[list[tuple[bytes, StoredEvent | None]], bool]:
+    ) -> tuple[list[Write], bool]:
         """
         The writes of one round: the events of C{replay} after the cursor
         and up to sequence number C{upto} (the newest handed out: later ones
         are on their way to the session, live), with the kept things at
         their places, in writes of about L{ROUND_BYTES} and about C{budget}
         in all; each with the newest event it holds, for the cursor once it
-        is written.  The kept things it holds are taken out.
+        is written, and the kept things it holds (taken out of L{kept}: put
+        them back with L{untake} if it is not written).
 
         @return: the writes, and whether they leave nothing to catch up.
         """
@@ -179,16 +190,18 @@ class Lag:
             channel = channels.get(name)
             return channel.event if channel is not None else None
 
-        writes: list[tuple[bytes, StoredEvent | None]] = []
+        writes: list[Write] = []
         parts: list[bytes] = []
+        taken: list[tuple[int, bytes]] = []
         size = total = 0
         newest: StoredEvent | None = None
 
         def cut() -> None:
-            nonlocal size, newest
+            nonlocal size, newest, taken
             if parts:
-                writes.append((b"".join(parts), newest))
+                writes.append((b"".join(parts), newest, taken))
                 parts.clear()
+                taken = []
             size = 0
             newest = None
 
@@ -202,6 +215,12 @@ class Lag:
             if size >= ROUND_BYTES:
                 cut()
 
+        def take() -> None:
+            item = kept.pop(0)
+            self.kept_bytes -= len(item[1])
+            taken.append(item)
+            add(item[1], None)
+
         kept = self.kept
         after = self.cursor.seq
         complete = True
@@ -214,18 +233,19 @@ class Lag:
                 complete = False
                 break
             while kept and kept[0][0] < stored.seq:
-                payload = kept.pop(0)[1]
-                self.kept_bytes -= len(payload)
-                add(payload, None)
+                take()
             name = stored.event or event_of(stored.channel)
             add(encode_event(stored.data, name, stored.id), stored)
         if complete:
             while kept and kept[0][0] <= upto:
-                payload = kept.pop(0)[1]
-                self.kept_bytes -= len(payload)
-                add(payload, None)
+                take()
         cut()
         return writes, complete and not kept and not self.skipped
+
+
+#: One write of a round: its bytes, the newest event in it, and the kept
+#: things it holds.
+Write = tuple[bytes, StoredEvent | None, list[tuple[int, bytes]]]
 
 
 def reset_event(last_event_id: str | None) -> bytes:

@@ -11,10 +11,10 @@ events are joined and chunk-framed once and the same bytes object is written
 to every stream.
 
 It knows sessions only as things with a C{_write(payload, framed)} method.
-It also tells them, for a session that is holding bytes back, what those
-bytes are: L{Outbox.writing} says whether what is being written now is only
-events that history keeps (a lagging session need not hold a copy), and
-L{Outbox.position} is the newest such event handed out so far.
+It also tells a session that is holding bytes back what those bytes are
+(L{Outbox.parts}): which of them are events that history keeps (a lagging
+session need not hold a copy); L{Outbox.position} is the newest such event
+handed out so far.
 """
 
 from __future__ import annotations
@@ -49,14 +49,15 @@ class Outbox:
     __slots__ = (
         "_call",
         "_clock",
+        "_current",
         "_late",
         "_ops",
         "_queued",
+        "before",
         "counters",
         "flushes",
         "origin",
         "position",
-        "writing",
     )
 
     def __init__(self, clock: IReactorTime, counters: Counters | None = None) -> None:
@@ -74,8 +75,10 @@ class Outbox:
         self.origin: StoredEvent | None = None
         # The first event with an id queued in this turn, not yet written.
         self._queued: StoredEvent | None = None
-        #: Whether the write in progress holds only events with ids.
-        self.writing = False
+        #: The position when the flush in progress began.
+        self.before: StoredEvent | None = None
+        # The ops of the write in progress (and the session's among them).
+        self._current: tuple[list[_Op], list[int] | None] | None = None
 
     def to_members(
         self,
@@ -144,11 +147,11 @@ class Outbox:
         self._late = {}
         self.flushes += 1
 
-        kept = True
+        self.before = self.position
         for _, _, event in ops:
-            if event is None:
-                kept = False
-            elif self.position is None or event.seq > self.position.seq:
+            if event is not None and (
+                self.position is None or event.seq > self.position.seq
+            ):
                 if self.position is None:
                     self.origin = just_before(event)
                 self.position = event
@@ -157,40 +160,52 @@ class Outbox:
             payload = ops[0][1] if len(ops) == 1 else b"".join([p for _, p, _ in ops])
             framed = chunk(payload)
             receivers = list(first)
-            self.writing = kept
+            self._current = (ops, None)
             for session in receivers:
                 session._write(payload, framed)
-            self.writing = False
+            self._current = None
             counters = self.counters
             counters.deliveries += len(receivers) * len(ops)
             counters.writes += len(receivers)
             counters.bytes_sent += len(receivers) * len(payload)
             return
 
-        shares: dict[Any, list[bytes]] = {}
-        # The sessions whose share holds something history does not keep.
-        unkept: set[Any] = set()
+        shares: dict[Any, list[int]] = {}
         deliveries = 0
-        for index, (members, payload, event) in enumerate(ops):
+        for index, (members, _, _) in enumerate(ops):
             for session in members:
                 if late and late.get(session, 0) > index:
                     continue
                 deliveries += 1
-                if event is None:
-                    unkept.add(session)
                 share = shares.get(session)
                 if share is None:
-                    shares[session] = [payload]
+                    shares[session] = [index]
                 else:
-                    share.append(payload)
+                    share.append(index)
         sent = 0
-        for session, parts in shares.items():
-            payload = parts[0] if len(parts) == 1 else b"".join(parts)
+        for session, indices in shares.items():
+            if len(indices) == 1:
+                payload = ops[indices[0]][1]
+            else:
+                payload = b"".join([ops[i][1] for i in indices])
             sent += len(payload)
-            self.writing = session not in unkept
+            self._current = (ops, indices)
             session._write(payload)
-        self.writing = False
+        self._current = None
         counters = self.counters
         counters.deliveries += deliveries
         counters.writes += len(shares)
         counters.bytes_sent += sent
+
+    def parts(self) -> list[tuple[bytes, StoredEvent | None]] | None:
+        """
+        While a session is being written to: what its write is made of,
+        each part with the event it is if history keeps it; else L{None}.
+        """
+        current = self._current
+        if current is None:
+            return None
+        ops, indices = current
+        if indices is None:
+            return [(payload, event) for _, payload, event in ops]
+        return [(ops[i][1], ops[i][2]) for i in indices]

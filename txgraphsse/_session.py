@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from ._broker import IBroker, Replay, StoredEvent
 from ._catchup import ROUND_BYTES, Lag, drop_oldest, reset_event
-from ._encoder import chunk, encode_event
+from ._encoder import KEEPALIVE, chunk, encode_event
 from ._internals import direct_transport, write_direct
 from ._messages import as_data
 from ._outbox import Outbox
@@ -260,21 +260,39 @@ class SSESession:
 
     def _hold(self, payload: bytes) -> None:
         outbox = self._hub._outbox
-        kept = outbox.writing
+        parts = outbox.parts()
+        if parts is None:
+            # Not the outbox's (a preamble, a final event): history has none
+            # of it.
+            position = outbox.position.seq if outbox.position else 0
+            self._hold_part(payload, False, position)
+            return
+        # Each part at its place: after the newest event with an id before
+        # it in this write, or before this flush.
+        position = outbox.before.seq if outbox.before else 0
+        for part, event in parts:
+            if event is not None:
+                position = event.seq
+            elif part is KEEPALIVE:
+                continue  # a sign of life, for a stream that moves
+            self._hold_part(part, event is not None, position)
+            if not self._connected:
+                return
+
+    def _hold_part(self, payload: bytes, kept: bool, position: int) -> None:
+        """
+        Hold C{payload} back: an event history keeps (C{kept}), or another
+        thing, which comes after the event of sequence number C{position}.
+        """
         lag = self._lag
         if lag is not None:
             if kept:
                 lag.skipped = True
+            elif lag.kept_bytes + len(payload) > self._max_backlog:
+                self._overflow("what history does not keep", (payload, kept, position))
             else:
-                position = outbox.position.seq if outbox.position else 0
-                if lag.kept_bytes + len(payload) > self._max_backlog:
-                    self._overflow(
-                        "what history does not keep", (payload, kept, position)
-                    )
-                else:
-                    lag.keep(position, payload)
+                lag.keep(position, payload)
             return
-        position = outbox.position.seq if outbox.position else 0
         if self._backlog_bytes + len(payload) <= self._max_backlog:
             if self._backlog is None:
                 self._backlog = []
@@ -283,7 +301,7 @@ class SSESession:
             return
         # Paused before any event with an id was handed out: all of them
         # came after, and history has them from the first.
-        mark = self._mark or outbox.origin
+        mark = self._mark or self._hub._outbox.origin
         if mark is not None and self._replaying is False:
             # Over the bound: what history keeps is dropped, to be read
             # there again from the mark once the reader drains.
@@ -295,7 +313,7 @@ class SSESession:
             self._backlog_bytes = 0
             self._replaying = True
             self._hub.counters.lagging += 1
-            self._hold(payload)
+            self._hold_part(payload, kept, position)
             return
         self._overflow("the backlog", (payload, kept, position))
 
@@ -461,12 +479,14 @@ class SSESession:
         if self._dropped:
             self._dropped = False
             self._send(MISSED_EVENT)
-        for payload, newest in writes:
+        for index, (payload, newest, _) in enumerate(writes):
             self._send(payload)
             if newest is not None:
                 lag.cursor = newest
             if self._paused or not self._connected:
-                # The rest is read again from the cursor once it drains.
+                # The rest is read again from the cursor once it drains; the
+                # kept things in it wait again.
+                lag.untake(writes[index + 1 :])
                 return
         if done and not self._paused:
             self._lag = None
