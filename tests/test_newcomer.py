@@ -36,10 +36,17 @@ from typing import Any
 from treq.testing import StubTreq
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import (
+    IHostnameResolver,
+    IHostResolution,
+    IReactorPluggableNameResolver,
+)
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import alsoProvides, implementer
 
 import txgraphsse
 from txgraphsse import SSEBackend, SSEService, tap
@@ -423,6 +430,37 @@ class WheelTests(SynchronousTestCase):
         self.assertEqual(done.stdout.split(), names, done.stderr)
 
 
+@implementer(IHostResolution)
+class _Resolution:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cancel(self) -> None:
+        pass
+
+
+@implementer(IHostnameResolver)
+class _Resolver:
+    """
+    Resolves every name at once to 127.0.0.1, as the C{MemoryReactor} of
+    Twisted 25.5 and later does by itself (older ones resolve nothing).
+    """
+
+    def resolveHostName(
+        self,
+        receiver: Any,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Any = None,
+        transportSemantics: str = "TCP",
+    ) -> IHostResolution:
+        resolution = _Resolution(hostName)
+        receiver.resolutionBegan(resolution)
+        receiver.addressResolved(IPv4Address("TCP", "127.0.0.1", portNumber))
+        receiver.resolutionComplete()
+        return resolution
+
+
 class RedisStartTests(SynchronousTestCase):
     """
     A L{txgraphsse.redis.RedisBroker} that an embedding app creates and
@@ -433,6 +471,9 @@ class RedisStartTests(SynchronousTestCase):
         from txgraphsse.redis import RedisBroker
 
         self.clock = MemoryReactorClock()
+        if not IReactorPluggableNameResolver.providedBy(self.clock):
+            alsoProvides(self.clock, IReactorPluggableNameResolver)
+            self.clock.nameResolver = _Resolver()  # type: ignore[attr-defined]
         self.broker = RedisBroker(self.clock, "redis://127.0.0.1:1/0")
         self.backend = SSEBackend(self.clock, broker=self.broker)
         self.endpoint = self.backend.setup_sse("/sse")
