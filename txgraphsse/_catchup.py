@@ -20,7 +20,7 @@ the channels only by the replay they answer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -35,6 +35,7 @@ __all__ = [
     "Lag",
     "Write",
     "drop_oldest",
+    "grouped",
     "just_before",
     "reset_event",
     "resume_cursor",
@@ -62,6 +63,23 @@ def resume_cursor(last_event_id: str) -> StoredEvent:
     answers is after it).
     """
     return StoredEvent(-1, last_event_id, "", None, "", 0.0)
+
+
+def grouped(held: list[Held]) -> Iterator[tuple[int, bytes]]:
+    """
+    C{held}'s payloads joined into writes of about L{ROUND_BYTES}, each
+    with the index of the first entry after it.
+    """
+    index = 0
+    while index < len(held):
+        group = [held[index][0]]
+        size = len(group[0])
+        index += 1
+        while index < len(held) and size + len(held[index][0]) <= ROUND_BYTES:
+            group.append(held[index][0])
+            size += len(held[index][0])
+            index += 1
+        yield index, group[0] if len(group) == 1 else b"".join(group)
 
 
 def split_events(payload: bytes) -> list[bytes]:
@@ -138,6 +156,55 @@ class Lag:
     def keep(self, position: int, payload: bytes) -> None:
         self.kept.append((position, payload))
         self.kept_bytes += len(payload)
+
+    def take_preamble(self) -> list[bytes]:
+        """
+        Take out what goes before every event (a new stream's preamble).
+        """
+        taken = []
+        while self.kept and self.kept[0][0] < 0:
+            payload = self.kept.pop(0)[1]
+            self.kept_bytes -= len(payload)
+            taken.append(payload)
+        return taken
+
+    def reset_first(self) -> None:
+        """
+        A stream's first replay found its client's id unknown or too old:
+        a C{reset} goes after the preamble, then what history holds.
+        """
+        kept = self.kept
+        index = 0
+        while index < len(kept) and kept[index][0] < 0:
+            index += 1
+        event = reset_event(self.cursor.id)
+        kept.insert(index, (-1, event))
+        self.kept_bytes += len(event)
+
+    def write_round(
+        self,
+        replay: Replay,
+        channels: Mapping[str, _Channel],
+        upto: float,
+        send: Callable[[bytes], object],
+        stopped: Callable[[], bool],
+    ) -> bool:
+        """
+        Write one L{round} through C{send}, moving the cursor, until
+        C{stopped()} (the transport is full again): the rest is read again
+        from the cursor, and its kept things wait again.
+
+        @return: whether it leaves nothing to catch up.
+        """
+        writes, done = self.round(replay, channels, upto)
+        for index, (payload, newest, _) in enumerate(writes):
+            send(payload)
+            if newest is not None:
+                self.cursor = newest
+            if stopped():
+                self.untake(writes[index + 1 :])
+                return False
+        return done
 
     def untake(self, writes: list[Write]) -> None:
         """

@@ -25,7 +25,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from ._broker import IBroker, Replay, StoredEvent
-from ._catchup import ROUND_BYTES, Lag, drop_oldest, reset_event
+from ._catchup import Lag, drop_oldest, grouped, reset_event
 from ._encoder import KEEPALIVE, chunk, encode_event
 from ._internals import direct_transport, write_direct
 from ._messages import as_data
@@ -403,16 +403,8 @@ class SSESession:
             self._dropped = False
             self._send(MISSED_EVENT)
         # In writes of about ROUND_BYTES: never one copy of all that waited.
-        index = 0
-        while index < len(parts):
-            group = [parts[index][0]]
-            size = len(group[0])
-            index += 1
-            while index < len(parts) and size + len(parts[index][0]) <= ROUND_BYTES:
-                group.append(parts[index][0])
-                size += len(parts[index][0])
-                index += 1
-            self._send(group[0] if len(group) == 1 else b"".join(group))
+        for index, payload in grouped(parts):
+            self._send(payload)
             if self._paused or not self._connected:
                 rest = parts[index:]
                 if rest and self._connected:
@@ -432,22 +424,16 @@ class SSESession:
         channels = [
             hub.channels[name] for name in self.channels if name in hub.channels
         ]
-        lag.read(hub.broker, hub.path, channels).addCallback(
+        # The broker could not answer: the client hears reset (it may have
+        # missed events), as a replay that failed would tell it.
+        lag.read(hub.broker, hub.path, channels).addErrback(_read_failed).addCallback(
             self._caught_up, lag
-        ).addErrback(self._catch_up_failed, lag)
+        )
         if lag.reading and lag is self._lag:
             # The broker answers later (over the network): what goes before
             # every event (a new stream's preamble) need not wait for it.
-            while lag.kept and lag.kept[0][0] < 0:
-                payload = lag.kept.pop(0)[1]
-                lag.kept_bytes -= len(payload)
+            for payload in lag.take_preamble():
                 self._send(payload)
-
-    def _catch_up_failed(self, failure: Failure, lag: Lag) -> None:
-        # The broker could not answer: the client hears reset (it may have
-        # missed events), as a replay that failed would tell it.
-        self._log.failure("Reading history failed", failure=failure)
-        self._caught_up(Replay((), True), lag)
 
     def _caught_up(self, replay: Replay, lag: Lag) -> None:
         if lag is not self._lag or not self._connected:
@@ -455,15 +441,7 @@ class SSESession:
         hub = self._hub
         position = hub._outbox.position
         if replay.reset and lag.first:
-            # The client's own id is unknown or too old: it hears so, after
-            # the preamble, then gets what history holds.
-            kept = lag.kept
-            index = 0
-            while index < len(kept) and kept[index][0] < 0:
-                index += 1
-            event = reset_event(lag.cursor.id)
-            kept.insert(index, (-1, event))
-            lag.kept_bytes += len(event)
+            lag.reset_first()
         elif replay.reset:
             # The cursor has left history: say so, and carry on live, or go.
             self._hub.counters.lag_resets += 1
@@ -475,19 +453,18 @@ class SSESession:
             if position is not None:
                 lag.cursor = position
         lag.first = False
-        writes, done = lag.round(replay, hub.channels, hub._outbox.upto(self))
         if self._dropped:
             self._dropped = False
             self._send(MISSED_EVENT)
-        for index, (payload, newest, _) in enumerate(writes):
-            self._send(payload)
-            if newest is not None:
-                lag.cursor = newest
-            if self._paused or not self._connected:
-                # The rest is read again from the cursor once it drains; the
-                # kept things in it wait again.
-                lag.untake(writes[index + 1 :])
-                return
+        done = lag.write_round(
+            replay,
+            hub.channels,
+            hub._outbox.upto(self),
+            self._send,
+            lambda: self._paused or not self._connected,
+        )
+        if not self._connected:
+            return
         if done and not self._paused:
             self._lag = None
             self._replaying = False
@@ -560,3 +537,8 @@ class SSESession:
         if stall is not None and stall.active():
             stall.cancel()
         self._hub._session_closed(self, result)
+
+
+def _read_failed(failure: Failure) -> Replay:
+    SSESession._log.failure("Reading history failed", failure=failure)
+    return Replay((), True)
