@@ -32,6 +32,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from ._auth import AccessDenied, AllowAll, IAuthorizer, Unauthorized
 from ._backend import SSEBackend
+from ._limits import request_ended
 from ._messages import error_body
 
 __all__ = [
@@ -128,16 +129,6 @@ class KeyRing:
         return found
 
 
-def _ended(request: Request) -> Callable[[], bool]:
-    """
-    A test of whether C{request} has ended (answered, or its connection
-    lost), for answers that come later.
-    """
-    ended: list[object] = []
-    request.notifyFinish().addBoth(ended.append)
-    return lambda: bool(ended)
-
-
 class AdminGuard(Resource):
     """
     Serves C{resource} (and its children) only to an admin: a request whose
@@ -206,7 +197,7 @@ class AdminGuard(Resource):
             return self._refusal(request, Failure(error))
         if not isinstance(principal, Deferred):
             return self._judge(request, principal)
-        ended = _ended(request)
+        ended = request_ended(request)
 
         def decided(value: Any) -> None:
             if not ended():

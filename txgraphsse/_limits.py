@@ -10,7 +10,7 @@ asks, and turns a refusal into the PROTOCOL.md error.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from ipaddress import (
     IPv4Address,
     IPv4Network,
@@ -31,6 +31,7 @@ __all__ = [
     "client_address",
     "json_depth",
     "request_address",
+    "request_ended",
 ]
 
 _Network = IPv4Network | IPv6Network
@@ -246,6 +247,16 @@ def _trusted(address: IPv4Address | IPv6Address, proxies: Sequence[_Network]) ->
     if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in network for network in proxies)
+
+
+def request_ended(request: Any) -> Callable[[], bool]:
+    """
+    A test of whether C{request} has ended (finished, or its connection
+    lost), for an answer that comes later: C{notifyFinish} says so.
+    """
+    ended = [False]
+    request.notifyFinish().addBoth(lambda _: ended.__setitem__(0, True))
+    return lambda: ended[0]
 
 
 def request_address(request: IRequest, limits: Limits) -> str:

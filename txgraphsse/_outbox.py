@@ -52,7 +52,6 @@ class Outbox:
         "_current",
         "_late",
         "_ops",
-        "_queued",
         "before",
         "counters",
         "flushes",
@@ -73,8 +72,6 @@ class Outbox:
         #: a cursor just before the first one.
         self.position: StoredEvent | None = None
         self.origin: StoredEvent | None = None
-        # The first event with an id queued in this turn, not yet written.
-        self._queued: StoredEvent | None = None
         #: The position when the flush in progress began.
         self.before: StoredEvent | None = None
         # The ops of the write in progress (and the session's among them).
@@ -95,10 +92,7 @@ class Outbox:
         @param event: the event C{payload} is, if history keeps it (it has
             an id): a lagging session can read it there again.
         """
-        kept = event if event is not None and event.id else None
-        if kept is not None and self._queued is None:
-            self._queued = kept
-        self._ops.append((members, payload, kept))
+        self._ops.append((members, payload, event if event and event.id else None))
         if self._call is None:
             self._call = self._clock.callLater(0, self.flush)
 
@@ -115,8 +109,6 @@ class Outbox:
         to it (a session that joined in this turn is not sent what was
         queued before: it reads that in history).
         """
-        if self._queued is None:
-            return float("inf")
         for _, _, event in self._ops[self._late.get(session, 0) :]:
             if event is not None:
                 return event.seq - 1
@@ -142,7 +134,6 @@ class Outbox:
         if not ops:
             return
         self._ops = []
-        self._queued = None
         late = self._late
         self._late = {}
         self.flushes += 1

@@ -32,7 +32,7 @@ from ._admission import check_capacity, stream_arguments
 from ._auth import AccessDenied, AllowAll, Unauthorized
 from ._dispatch import Answer, dispatch
 from ._endpoint import SSEEndpoint
-from ._limits import json_depth, request_address
+from ._limits import json_depth, request_address, request_ended
 from ._messages import ProtocolError
 from ._opening import encode_refusal, set_stream_headers, wants_stream_refusal
 
@@ -88,16 +88,6 @@ def _same_origin(request: Request) -> bool:
 
 def _too_many_calls() -> ProtocolError:
     return ProtocolError(429, "rate_limited", "too many calls; slow down")
-
-
-def _ended(request: Request) -> Callable[[], bool]:
-    """
-    A test of whether C{request} has ended (finished, or its connection
-    lost), for an answer that comes later: C{notifyFinish} says so.
-    """
-    ended = [False]
-    request.notifyFinish().addBoth(lambda _: ended.__setitem__(0, True))
-    return lambda: ended[0]
 
 
 class SSEResource(Resource):
@@ -227,7 +217,7 @@ class SSEResource(Resource):
             raise self._refusal(Failure(error)) from None
         if not isinstance(principal, Deferred):
             return then(principal)
-        ended = _ended(request)
+        ended = request_ended(request)
 
         def go(value: Any) -> None:
             if ended():
@@ -395,7 +385,7 @@ class SSEResource(Resource):
 
         answer.addCallbacks(respond, fail)
         if not request.finished:
-            ended = _ended(request)
+            ended = request_ended(request)
         return NOT_DONE_YET
 
     def _caller(self, body: Any, header_session: str | None, address: str) -> str:
@@ -458,7 +448,7 @@ class SSEResource(Resource):
 
         gatherResults(answers).addCallback(respond)
         if not request.finished:
-            ended = _ended(request)
+            ended = request_ended(request)
         return NOT_DONE_YET
 
     def _entry(self, answer: Answer) -> str:

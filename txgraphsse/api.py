@@ -32,7 +32,7 @@ from . import _messages as messages
 from ._admin import KeyRing, has_claim, is_admin
 from ._auth import AccessDenied, AllowAll, IAuthorizer, Unauthorized
 from ._endpoint import SSEEndpoint
-from ._limits import json_depth, request_address
+from ._limits import json_depth, request_address, request_ended
 from ._messages import ProtocolError
 from ._openapi import openapi_document
 
@@ -54,12 +54,6 @@ _ACTIONS: dict[tuple[bytes, str], tuple[Callable[..., Deferred[Any]], bool]] = {
 
 #: The methods each name answers, for C{405}'s C{Allow}.
 _ALLOW = {name: method for method, name in _ACTIONS}
-
-
-def _ended(request: Request) -> Callable[[], bool]:
-    ended: list[object] = []
-    request.notifyFinish().addBoth(ended.append)
-    return lambda: bool(ended)
 
 
 class ServerAPIResource(Resource):
@@ -140,7 +134,7 @@ class ServerAPIResource(Resource):
                 if v
             }
         granted = self._grant(request)
-        ended = _ended(request)
+        ended = request_ended(request)
 
         def allowed(grant: frozenset[str]) -> Deferred[Any]:
             if name not in grant:
