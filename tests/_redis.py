@@ -176,6 +176,17 @@ class RedisServer:
             self._log.close()
             self._log = None
 
+    def kill(self, timeout: float = 10.0) -> None:
+        """
+        Kill the server (C{SIGKILL}: no chance to write anything) and wait
+        until it is gone.
+        """
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout)
+        self.stop(timeout)
+
     def cleanup(self) -> None:
         """
         Stop the server and remove its directory.

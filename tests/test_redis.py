@@ -946,14 +946,125 @@ class DataLossTests(RedisTestCase):
         )
         self.assertEqual(a.endpoint.send({"to": "you"}, session_id=sid), 1)
         a.endpoint.send({"n": 2})
-        await until(lambda: len(on_b.data()) == 4, "the push and the events")
-        self.assertEqual(on_b.data(), [{"n": 0}, {"n": 1}, {"to": "you"}, {"n": 2}])
+        await until(lambda: len(on_b.data("message")) == 4, "the push and the events")
+        self.assertEqual(
+            on_b.data("message"), [{"n": 0}, {"n": 1}, {"to": "you"}, {"n": 2}]
+        )
         new = on_b.last_id
         self.assertNotEqual(new.rpartition(".")[0], old.rpartition(".")[0])
+        # B may have missed what Redis lost: its session is told, once.
+        resets = [e for e in on_b.after_setup() if e.type == "reset"]
+        self.assertEqual(len(resets), 1, on_b.after_setup())
+        self.assertEqual(
+            resets[0].last_event_id.rpartition(".")[0], new.rpartition(".")[0]
+        )
         again = await self.stream(a, last_event_id=old)
         await until(lambda: len(again.after_setup()) >= 2, "reset and replay")
         self.assertEqual(again.after_setup()[0].type, "reset")
         self.assertEqual(again.data("message"), [{"n": 1}, {"n": 2}])
+
+    async def test_lost_while_away(self) -> None:
+        """
+        Redis is killed while an event it stored is on its way to B, and
+        comes back empty: B cannot deliver that event, and says so with
+        one C{reset} whose id is where the new epoch begins; what is
+        published next reaches B, and a client resuming from the reset's
+        id gets the new epoch's events without a second C{reset}.
+        """
+        a = await self.node("a")
+        b = await self.node("b")
+        on_b = await self.stream(b)
+        a.endpoint.send({"n": 0})
+        await until(lambda: len(on_b.data()) == 1, "an event")
+        # Stored in Redis, never delivered to B: B's bus stops reading, and
+        # what Redis sent it is thrown away with its connection.
+        bus = b.broker._link.subscriber
+        assert bus is not None and bus.transport is not None
+        bus.transport.pauseProducing()
+        a.endpoint.send({"n": 1})
+        await until(
+            lambda: self.redis.command("GET", "test:/sse:seq") == "2", "n=1 stored"
+        )
+        self.redis.kill()
+        bus.transport.abortConnection()
+        self.redis.start()
+        await until(lambda: a.broker.connected and b.broker.connected, "the links")
+        a.endpoint.send({"n": 2})
+        await until(lambda: {"n": 2} in on_b.data(), "the next event on B")
+        await pause(0.2)
+        self.assertEqual(on_b.data("message"), [{"n": 0}, {"n": 2}])
+        resets = [e for e in on_b.after_setup() if e.type == "reset"]
+        self.assertEqual(
+            [e.type for e in on_b.after_setup()], ["message", "reset", "message"]
+        )
+        position = resets[0].last_event_id
+        self.assertEqual(position, on_b.last_id.rpartition(".")[0] + ".0")
+        again = await self.stream(b, last_event_id=position)
+        await until(lambda: len(again.after_setup()) >= 1, "the replay")
+        await pause(0.1)
+        self.assertEqual([e.type for e in again.after_setup()], ["message"])
+        self.assertEqual(again.data(), [{"n": 2}])
+
+    async def test_flushed_while_linked(self) -> None:
+        """
+        Redis is flushed under linked nodes: the next event comes in a new
+        epoch, and B's session is told, with one C{reset} before it, that
+        it may have missed events.
+        """
+        a = await self.node("a")
+        b = await self.node("b")
+        on_b = await self.stream(b)
+        a.endpoint.send({"n": 0})
+        await until(lambda: len(on_b.data()) == 1, "an event")
+        self.redis.command("FLUSHALL")
+        a.endpoint.send({"n": 1})
+        await until(lambda: len(on_b.data()) == 3, "the reset and the event")
+        self.assertEqual(
+            [e.type for e in on_b.after_setup()], ["message", "reset", "message"]
+        )
+        self.assertEqual(on_b.data("message"), [{"n": 0}, {"n": 1}])
+        reset = on_b.after_setup()[1]
+        self.assertEqual(reset.last_event_id, on_b.last_id.rpartition(".")[0] + ".0")
+        self.assertEqual(json.loads(reset.data)["route"], "reset")
+
+
+class OutageCoverageTests(RedisTestCase):
+    """
+    Redis goes away and comes back with its data: history covers the gap,
+    and only what it could not cover is said.
+    """
+
+    appendonly = True
+
+    async def test_reset_only_without_history(self) -> None:
+        """
+        After an outage, the members of a channel that keeps history get
+        what they missed and no C{reset}; those of a channel that keeps
+        none (whose events of the outage are gone) get one C{reset} each.
+        """
+        options: dict[str, Any] = {"channels": [ChannelSpec("live", history=0)]}
+        a = await self.node("a", **options)
+        b = await self.node("b", **options)
+        kept = await self.stream(b)
+        live = await self.stream(b, channels="live")
+        a.endpoint.send({"n": 0})
+        await until(lambda: len(kept.data()) == 1, "an event")
+        self.redis.stop()
+        await until(lambda: not a.broker.connected, "A to see Redis go")
+        a.endpoint.send({"n": 1})
+        a.endpoint.channels["live"].broadcast({"live": 1})
+        self.redis.start()
+        await until(lambda: a.broker.connected and b.broker.connected, "the links")
+        await until(lambda: len(kept.data()) == 2, "the kept event")
+        await until(lambda: len(live.data()) == 3, "the reset")
+        await pause(0.2)
+        self.assertEqual([e.type for e in kept.after_setup()], ["message", "message"])
+        # The live stream is in the endpoint's channel too: it gets the
+        # kept event, after the reset that says what is gone.
+        self.assertEqual(
+            [e.type for e in live.after_setup()], ["message", "reset", "message"]
+        )
+        self.assertEqual(live.data("message"), [{"n": 0}, {"n": 1}])
 
 
 class ConfigurationTests(TestCase):
@@ -996,7 +1107,7 @@ SCRIPT_SHAS = {
     "opened": "f52b9d2144058f445bd21b30bc13e7d1f188b3c7",
     "closed": "52d6279610441f3b445a4388bd6f889b4b6bbcea",
     "leave": "99106a69ca77359a0ca9bc130fff0b4701f7f3a6",
-    "sync": "975713df96d5c1482198cc29fbcc64ac5fce475e",
+    "sync": "3eeb3a4c91e2d41aa6dd2defef8aa941898b02dc",
     "replay": "96815c5516f613a60a809be40dcfae8320c5abe6",
     "presence_write": "7de32617e2106f5efa5b80fd1dd8292d5b73b169",
     "presence_refresh": "265b9f1455c1319bd1a841f98be0c7373ffde0bf",

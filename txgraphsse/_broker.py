@@ -119,6 +119,18 @@ class IDeliverySink(Interface):
         Fan C{event} out to this node's sessions of its channel.
         """
 
+    def missed(everything: bool, at: str | None) -> None:
+        """
+        This node may have missed channel events that cannot be delivered
+        now: tell the sessions of the channels concerned (C{reset}), so
+        that a gap is never silent.
+
+        @param everything: whether every channel's events may be gone (the
+            store lost them: a new epoch), or only those of the channels
+            without history (the link was away; history covered the rest).
+        @param at: the id the node carries on from, for the C{reset}.
+        """
+
     def deliver_to_session(session_id: str, payload: bytes) -> bool:
         """
         Write encoded events to one session if this node holds it.

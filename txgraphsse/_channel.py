@@ -34,7 +34,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from ._broker import HistoryPolicy, IBroker, ILocalHistory
 from ._encoder import encode_event
-from ._messages import ProtocolError
+from ._messages import ProtocolError, dumps
 from ._presence import Presence
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ __all__ = [
     "ChannelTable",
     "check_channel_name",
     "check_dynamic_name",
+    "missed_by",
     "specs_of",
 ]
 
@@ -575,3 +576,23 @@ class ChannelTable:
         self._dynamic.discard(name)
         channel._emptied = None
         return None
+
+
+def missed_by(
+    channels: Iterable[Channel], everything: bool, position: str | None
+) -> tuple[list[SSESession], bytes]:
+    """
+    Who must be told that this node may have missed events, and what they
+    are told: a C{reset} whose id is where the node carries on (so that a
+    client reconnecting from there is not told twice).
+
+    @param everything: whether the events of every channel may be gone (a
+        new epoch: the store lost them), or only those of the channels that
+        keep no history (after an outage that history covered).
+    """
+    members: dict[SSESession, None] = {}
+    for channel in channels:
+        if everything or not channel.history.enabled:
+            members.update(channel.members)
+    reset = dumps({"route": "reset", "args": {"lastEventId": position}})
+    return list(members), encode_event(reset, "reset", position)

@@ -33,7 +33,7 @@ from . import _messages as messages
 from ._auth import AllowAll, IAuthorizer
 from ._broker import IBroker, IDeliverySink, StoredEvent
 from ._calls import CallTable, RemoteCallError
-from ._channel import Channel, ChannelSpec, ChannelTable
+from ._channel import Channel, ChannelSpec, ChannelTable, missed_by
 from ._cors import CORSPolicy
 from ._dispatch import dispatch_forwarded
 from ._drain import close_for_shutdown, disconnect, drained
@@ -276,6 +276,9 @@ class SSEEndpoint:
         ordered ahead of later ones awaits it.
         """
         return self.broker.flushed(self.path)
+
+    def missed(self, everything: bool, at: str | None) -> None:
+        self._outbox.to_members(*missed_by(self.channels.values(), everything, at))
 
     def deliver_to_session(self, session_id: str, payload: bytes) -> bool:
         session = self.sessions.get(session_id)

@@ -56,7 +56,10 @@ How it holds together:
     C{outage_buffer}) and written when Redis is back, so that replay covers
     the gap and the other nodes' sessions get them.  An event in flight
     when the link broke, whose outcome is unknown, is kept too: should
-    Redis have stored it after all, it is stored twice.
+    Redis have stored it after all, it is stored twice.  A gap is never
+    silent: when the node may have missed what it cannot deliver (a new
+    epoch, history trimmed past where it was, or a channel without
+    history), the members concerned get a C{reset} at once.
   - Nodes: each refreshes a key that expires after C{node_ttl}; a node
     whose key expired is dead to the others, which fail their calls to its
     sessions and forget them.  A node that comes back registers again.

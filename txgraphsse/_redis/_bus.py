@@ -153,8 +153,13 @@ class Bus(Part):
         if event_id:
             epoch = event_id.rpartition(".")[0]
             if epoch != state.epoch:
+                renewed = state.epoch is not None
                 state.epoch = epoch
                 state.delivered = 0
+                if renewed:
+                    # Redis lost what it had while this node was linked
+                    # (flushed, failed over): say so before going on.
+                    state.missed(True, f"{epoch}.{seq - 1}")
         if seq > state.delivered:
             state.delivered = seq
         if message.get("b") and message.get("o") == self._names.node_id:
@@ -218,13 +223,19 @@ class Bus(Part):
         plain: list[StoredEvent] = []
         start = state.sync_from
         node_id = self._names.node_id
-        if start is not None and state.epoch == epoch and len(reply) > 2:
+        # A new epoch: Redis lost what it had (restarted empty, flushed,
+        # failed over), some of it maybe before this node delivered it.
+        everything = state.epoch is not None and state.epoch != epoch
+        if start is not None:
+            if everything:
+                start = 0
             if int(reply[2]) > start:
                 _log.warn(
                     "This node was away from Redis longer than history reaches:"
                     " its sessions of {key} missed events published meanwhile",
                     key=state.key,
                 )
+                start, everything = int(reply[2]), True
             for i in range(3, len(reply) - 1, 2):
                 channel = str(reply[i])
                 for entry_id, flat in reply[i + 1]:
@@ -258,6 +269,9 @@ class Bus(Part):
         state.delivered = state.marker_seq
         state.outside.clear()
         state.live = True
+        if start is not None or everything:
+            # Never a silent gap: what cannot be delivered is said.
+            state.missed(everything, f"{epoch}.{start or 0}")
         for seq in sorted(events):
             state.deliver(events[seq])
         for stored in plain:

@@ -98,7 +98,8 @@ LEAVE = Script.load("leave")
 #: sync token, stream key prefix.  Publishes a marker on the bus: events
 #: before it on the bus are those up to the sequence number it carries.
 #: Answers {epoch, seq, newest trimmed seq, channel, entries, ...} with what
-#: this node missed since it delivered.
+#: this node missed since it delivered (all that is kept, if the epoch is
+#: not the one it knows: Redis lost the old one).
 SYNC = Script.load("sync")
 
 #: KEYS: epoch, seq, evicted, streams...  ARGV: the epoch of the client's

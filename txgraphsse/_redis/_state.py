@@ -219,6 +219,13 @@ class EndpointState:
         except Exception:
             _log.failure("Delivering an event failed")
 
+    def missed(self, everything: bool, position: str | None) -> None:
+        """
+        Tell this key's sink that this node may have missed events.
+        """
+        if self.sink is not None:
+            self.sink.missed(everything, position)
+
     def remote_session_closed(self, session_id: str) -> None:
         """
         Tell this key's sink that another node's session C{session_id}

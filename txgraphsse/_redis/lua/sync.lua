@@ -8,8 +8,13 @@ local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
 redis.call('PUBLISH', KEYS[4],
   '{"m":"' .. ARGV[4] .. '","y":' .. ARGV[5] .. ',"s":' .. seq .. '}')
 local out = {epoch, seq, 0}
-local from = tonumber(ARGV[3])
-if epoch == ARGV[2] and from >= 0 and from < seq then
+local after = ARGV[3]
+if epoch ~= ARGV[2] and ARGV[2] ~= '' and tonumber(after) >= 0 then
+  -- A new epoch: the store lost what this node knew; all of it is new.
+  after = '0'
+end
+local from = tonumber(after)
+if from >= 0 and from < seq then
   local evicted = redis.call('HVALS', KEYS[5])
   for _, id in ipairs(evicted) do
     local trimmed = tonumber(string.match(id, '^(%d+)'))
@@ -17,7 +22,7 @@ if epoch == ARGV[2] and from >= 0 and from < seq then
   end
   for _, channel in ipairs(redis.call('SMEMBERS', KEYS[3])) do
     local stream = ARGV[6] .. channel
-    local entries = redis.call('XRANGE', stream, '(' .. ARGV[3] .. '-0', '+')
+    local entries = redis.call('XRANGE', stream, '(' .. after .. '-0', '+')
     if #entries > 0 then
       table.insert(out, channel)
       table.insert(out, entries)
