@@ -527,6 +527,8 @@ def measure(
             modes = ["s2c", "c2s"]
             if server in BATCH_SERVERS:
                 modes.append("c2s-batch")
+            if opts.call_modes:
+                modes = [m for m in modes if m in opts.call_modes.split(",")]
             for mode in modes:
                 extra = []
                 if mode == "c2s-batch":
@@ -868,6 +870,11 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=None, help="streams (10,000)")
     parser.add_argument("--call-sessions", type=int, default=100)
     parser.add_argument("--calls-seconds", dest="calls_s", type=float, default=None)
+    parser.add_argument(
+        "--call-modes",
+        default=None,
+        help="only these of (e)'s parts, comma-separated: s2c, c2s, c2s-batch",
+    )
     parser.add_argument("--sustained-seconds", dest="sustained_s", type=int, default=5)
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="seconds one client phase may take"

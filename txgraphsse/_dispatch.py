@@ -102,6 +102,10 @@ class Answer:
     has_body: bool = True
 
 
+#: The answer to a reply that settled a call (frozen: one serves them all).
+_SETTLED = Answer(204, has_body=False)
+
+
 def _session(
     endpoint: _Endpoint, session_id: Any, required: bool, principal: Any
 ) -> _Session | None:
@@ -376,17 +380,20 @@ def _run_request(
     return result.addCallback(answered)
 
 
+def _not_pending() -> ProtocolError:
+    return ProtocolError(
+        409, "not_pending", "no pending call with that callbackId for this session"
+    )
+
+
 def _reply(
     endpoint: _Endpoint, body: dict[str, Any], session_id: Any, principal: Any
 ) -> Deferred[Answer]:
     callback_id = body["callbackId"]
     session = _session(endpoint, session_id, True, principal)
     assert session is not None
-    not_pending = ProtocolError(
-        409, "not_pending", "no pending call with that callbackId for this session"
-    )
     if not isinstance(callback_id, str):
-        raise not_pending
+        raise _not_pending()
     args = body.get("args")
     error = body.get("error")
     failed: RemoteCallError | None = None
@@ -399,11 +406,11 @@ def _reply(
             text if isinstance(text, str) else str(error)[:300],
         )
         if endpoint.calls.refuse(callback_id, session.id, failed):
-            return succeed(Answer(204, has_body=False))
+            return succeed(_SETTLED)
     elif endpoint.calls.settle(
         callback_id, session.id, args
     ) or endpoint.client_calls.deliver_update(session.id, callback_id, args):
-        return succeed(Answer(204, has_body=False))
+        return succeed(_SETTLED)
     broker = endpoint.broker
     if broker.clustered:
         # A call made by another node (its id leads the callbackId), or an
@@ -412,7 +419,7 @@ def _reply(
         node, dot, _ = callback_id.partition(".")
         elsewhere = bool(dot) and node != broker.node_id
         if failed is not None and not elsewhere:
-            raise not_pending
+            raise _not_pending()
         settled = broker.settle(
             endpoint.path,
             node if elsewhere else "*",
@@ -425,11 +432,11 @@ def _reply(
 
             def done(ok: bool) -> Answer:
                 if not ok:
-                    raise not_pending
+                    raise _not_pending()
                 return Answer(204, has_body=False)
 
             return settled.addCallback(done)
-    raise not_pending
+    raise _not_pending()
 
 
 def _subscribe(endpoint: _Endpoint, args: Any, session_id: Any, principal: Any) -> int:

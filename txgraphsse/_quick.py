@@ -26,6 +26,7 @@ never endpoints.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from email.utils import formatdate
@@ -51,6 +52,14 @@ _HTTP11 = b"HTTP/1.1"
 _TAKES = {_POST: "quick_post", _GET: "quick_get"}
 #: Headers whose presence sends a request the ordinary way.
 _ORDINARY = (b"transfer-encoding", b"expect", b"upgrade")
+
+#: The header lines of a quick request's head, each after its CRLF: a
+#: token (RFC 9110's tchar), a colon right after it, then a value without
+#: control characters other than tab.  Anything else (a space before the
+#: colon, a folded line) goes the ordinary way, to be judged there.
+_HEADER_LINES = re.compile(
+    rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*)*"
+)
 
 
 class Head:
@@ -88,8 +97,10 @@ def parse_head(head: bytes) -> Head | None:
     The L{Head} of C{head} (a request's bytes up to, not with, the blank
     line) if it is a quick request's, else L{None}.
     """
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ")
+    first = head.find(b"\r\n")
+    if first < 0:
+        first = len(head)
+    parts = head[:first].split(b" ")
     if len(parts) != 3 or parts[0] not in _TAKES or parts[2] != _HTTP11:
         return None
     method = parts[0]
@@ -98,17 +109,18 @@ def parse_head(head: bytes) -> Head | None:
         not path.startswith(b"/")
         or b"%" in path
         or (method == _POST and parts[1] != path)
+        or _HEADER_LINES.fullmatch(head, first) is None
     ):
         return None
-    headers: dict[bytes, bytes] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip() or line[0] in b" \t":
-            return None
-        key = name.lower()
-        if key in headers:
-            return None
-        headers[key] = value.strip()
+    # Every line has its colon (the pattern says so); one seen twice makes
+    # fewer names than lines, and goes the ordinary way.
+    lines = head[first + 2 :].split(b"\r\n") if first < len(head) else []
+    headers = {
+        name.lower(): value.strip()
+        for name, value in (line.split(b":", 1) for line in lines)
+    }
+    if len(headers) != len(lines):
+        return None
     length = headers.get(b"content-length")
     if method == _GET:
         # A stream's request has no body.

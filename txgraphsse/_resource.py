@@ -32,7 +32,7 @@ from ._admission import check_capacity, stream_arguments
 from ._auth import AccessDenied, AllowAll, Unauthorized
 from ._dispatch import Answer, dispatch
 from ._endpoint import SSEEndpoint
-from ._limits import json_depth, request_address, request_ended
+from ._limits import Limits, json_depth, request_address, request_ended
 from ._messages import ProtocolError
 from ._opening import encode_refusal, set_stream_headers, wants_stream_refusal
 
@@ -88,6 +88,10 @@ def _same_origin(request: Request) -> bool:
 
 def _too_many_calls() -> ProtocolError:
     return ProtocolError(429, "rate_limited", "too many calls; slow down")
+
+
+def _too_large(limits: Limits) -> ProtocolError:
+    return ProtocolError(413, "too_large", f"the body is over {limits.max_body} bytes")
 
 
 class SSEResource(Resource):
@@ -297,11 +301,8 @@ class SSEResource(Resource):
                 415, "bad_content_type", "send the message as application/json"
             )
         length = request.getHeader(b"content-length")
-        too_large = ProtocolError(
-            413, "too_large", f"the body is over {limits.max_body} bytes"
-        )
         if length is not None and length.isdigit() and int(length) > limits.max_body:
-            raise too_large
+            raise _too_large(limits)
         # The tokens this request can be charged before its body is read:
         # its address's (all its calls together), and the session its header
         # names, if this node holds it.
@@ -318,7 +319,7 @@ class SSEResource(Resource):
         assert request.content is not None
         raw = request.content.read(limits.max_body + 1)
         if len(raw) > limits.max_body:
-            raise too_large
+            raise _too_large(limits)
         return self._authorized(
             request,
             lambda p: self._post(request, raw, p, header_session, charged, address),
@@ -340,7 +341,7 @@ class SSEResource(Resource):
             raise ProtocolError(
                 400, "bad_json", "the body is not JSON (NaN and Infinity are not)"
             ) from None
-        if not json_depth(body, endpoint.limits.max_json_depth):
+        if not json_depth(body, endpoint.limits.max_json_depth, raw):
             raise ProtocolError(400, "bad_json", "the body nests too deep")
         if isinstance(body, list):
             return self._batch(
