@@ -50,8 +50,6 @@ _GET = b"GET"
 _HTTP11 = b"HTTP/1.1"
 #: The attribute by which a resource says it takes a method's quick requests.
 _TAKES = {_POST: "quick_post", _GET: "quick_get"}
-#: Headers whose presence sends a request the ordinary way.
-_ORDINARY = (b"transfer-encoding", b"expect", b"upgrade")
 
 #: The header lines of a quick request's head, each after its CRLF: a
 #: token (RFC 9110's tchar), a colon right after it, then a value without
@@ -129,7 +127,8 @@ def parse_head(head: bytes) -> Head | None:
         length = b"0"
     if length is None or not length.isdigit() or b"host" not in headers:
         return None
-    if any(name in headers for name in _ORDINARY):
+    if b"transfer-encoding" in headers or b"expect" in headers or b"upgrade" in headers:
+        # Framing or handshakes the quick path does not do.
         return None
     return Head(path, headers, int(length), method, query)
 

@@ -192,6 +192,9 @@ class SSEResource(Resource):
                 request, ProtocolError(404, "no_route", "nothing is served here")
             )
         try:
+            if request.method == b"POST":
+                # The back channel's, most requests: straight there.
+                return self.render_POST(request)
             return super().render(request)  # type: ignore[no-untyped-call,no-any-return]
         except ProtocolError as error:
             return self._error(request, error)
