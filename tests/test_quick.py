@@ -31,6 +31,7 @@ from txgraphsse import (
 from txgraphsse._auth import CallableAuthorizer
 from txgraphsse._inbound import GuardedRequest
 from txgraphsse._quick import parse_head, quick_resource
+from txgraphsse.api import ServerAPIResource
 
 from .test_integration import RawHTTP, _clock, _reactor, _RealSocketCase, dechunk
 
@@ -523,6 +524,81 @@ async def _poll_until(predicate: Any) -> None:
         await deferLater(_reactor(), 0.005, lambda: None)
 
 
+class QuickAPITests(QuickCase):
+    """
+    The server API's C{POST}s are quick when API keys are all it admits.
+    """
+
+    def api_site(self, authorizer: Any = None) -> tuple[SSEEndpoint, str]:
+        endpoint, url = self.quick_site(history=10)
+        root = self.site.resource
+        root.putChild(b"api", ServerAPIResource(endpoint, ["k"], authorizer))
+        return endpoint, url
+
+    async def test_publish(self) -> None:
+        """
+        C{POST /api/publish} with a key is answered on the quick path as on
+        the ordinary one: C{200} with the event's id, which the endpoint's
+        stream gets; a wrong key gets the same C{401}, a wrong path the
+        same C{404}.  No Twisted request is made for any of them.
+        """
+        endpoint, url = self.api_site()
+        plain = Resource()
+        plain.putChild(b"sse", endpoint.resource)
+        plain.putChild(b"api", ServerAPIResource(endpoint, ["k"]))
+        plain_url = self.listen(Site(plain))
+        stream = await self.open_stream(url + "/sse")
+        body = b'{"channel":"message","data":{"n":1}}'
+        cases = [
+            (b"Authorization: apikey k", b"/api/publish"),
+            (b"Authorization: apikey wrong", b"/api/publish"),
+            (b"Authorization: apikey k", b"/api/nowhere"),
+        ]
+        for key, path in cases:
+            request = post(body, b"Content-Type: application/json", key, path=path)
+            made = _CountedRequest.made
+            ((status, headers, answer),) = await self.exchange(url, request, 1)
+            self.assertEqual(_CountedRequest.made, made, path)
+            ((status_, headers_, answer_),) = await self.exchange(plain_url, request, 1)
+            self.assertEqual(status, status_, (key, path))
+            self.assertEqual(headers[b"content-type"], headers_[b"content-type"])
+            self.assertEqual(
+                headers.get(b"www-authenticate"), headers_.get(b"www-authenticate")
+            )
+            if status == b"HTTP/1.1 200 OK":
+                self.assertEqual(json.loads(answer).keys(), {"id"})
+            else:
+                self.assertEqual(json.loads(answer), json.loads(answer_))
+
+        def published() -> list[Any]:
+            return [
+                json.loads(e.data)
+                for e in stream.events
+                if e.type == "message" and '"setId"' not in e.data
+            ]
+
+        await stream.until(lambda: len(published()) >= 2)
+        # One publish through each path: each reached the stream.
+        self.assertEqual(published(), [{"n": 1}, {"n": 1}])
+
+    async def test_token_authorizer_gets_a_twisted_request(self) -> None:
+        """
+        With a bearer token's authorizer, which may read any of the request,
+        the API's C{POST}s go the ordinary way.
+        """
+        _, url = self.api_site(CallableAuthorizer(lambda request: {"sub": "x"}))
+        request = post(
+            b'{"channel":"message","data":1}',
+            b"Content-Type: application/json",
+            b"Authorization: apikey k",
+            path=b"/api/publish",
+        )
+        made = _CountedRequest.made
+        ((status, _, _),) = await self.exchange(url, request, 1)
+        self.assertEqual(status, b"HTTP/1.1 200 OK")
+        self.assertEqual(_CountedRequest.made, made + 1)
+
+
 class ParseHeadTests(SynchronousTestCase):
     """
     Which heads are quick ones.
@@ -588,8 +664,10 @@ class QuickResourceTests(SynchronousTestCase):
         root, api = Resource(), Resource()
         root.putChild(b"api", api)
         api.putChild(b"sse", endpoint.resource)
-        self.assertIs(quick_resource(root, b"/api/sse"), endpoint.resource)
-        self.assertIs(quick_resource(root, b"/api/sse", b"GET"), endpoint.resource)
+        self.assertEqual(quick_resource(root, b"/api/sse"), (endpoint.resource, []))
+        self.assertEqual(
+            quick_resource(root, b"/api/sse", b"GET"), (endpoint.resource, [])
+        )
         self.assertIsNone(quick_resource(root, b"/api/sse/x"))
         self.assertIsNone(quick_resource(root, b"/api"))
         self.assertIsNone(quick_resource(root, b"/other"))

@@ -304,14 +304,14 @@ class GuardedChannel(HTTPChannel):
             return None
         head = parse_head(pending[:end])
         site = self.site
-        resource = (
+        found = (
             None
             if head is None or site is None
             else quick_resource(site.resource, head.path, head.method)
         )
         if (
             head is None
-            or resource is None
+            or found is None
             or head.length > limits.max_body
             or end > limits.max_uri + limits.max_header_bytes
         ):
@@ -325,8 +325,14 @@ class GuardedChannel(HTTPChannel):
             return None
         self._cancel("_head_timer")
         self._cancel("_body_timer")
+        resource, postpath = found
         request = QuickRequest(
-            head, pending[end + 4 : whole], self, self._quick_done, self._quick_stream
+            head,
+            pending[end + 4 : whole],
+            self,
+            self._quick_done,
+            self._quick_stream,
+            postpath,
         )
         self._quick_request = request
         request.render(resource)

@@ -23,6 +23,7 @@ __all__ = [
     "run_request",
     "set_id",
     "spread_args",
+    "too_large",
 ]
 
 
@@ -127,6 +128,13 @@ def run_request(
 
 def reply(args: Any, callback_id: str) -> dict[str, Any]:
     return {"args": args, "callbackId": callback_id}
+
+
+def too_large(max_body: int) -> ProtocolError:
+    """
+    The refusal of a body over C{max_body} bytes.
+    """
+    return ProtocolError(413, "too_large", f"the body is over {max_body} bytes")
 
 
 def error_body(code: str, message: str) -> bytes:

@@ -133,25 +133,33 @@ def parse_head(head: bytes) -> Head | None:
     return Head(path, headers, int(length), method, query)
 
 
-def quick_resource(root: Any, path: bytes, method: bytes = _POST) -> Any:
+def quick_resource(
+    root: Any, path: bytes, method: bytes = _POST
+) -> tuple[Any, list[bytes]] | None:
     """
-    The resource at C{path} below C{root} if it takes quick requests of
-    C{method} (its C{quick_post} or C{quick_get} is true) and the way there
-    is plain C{putChild} children, each found as
-    C{Resource.getChildWithDefault} would; else L{None}.
+    The resource at C{path} below C{root} and the segments left for it
+    (its C{postpath}), if it takes quick requests of C{method} (its
+    C{quick_post} or C{quick_get} is true) and the way there is plain
+    C{putChild} children, each found as C{Resource.getChildWithDefault}
+    would; else L{None}.  Segments are left only for a leaf that says it
+    takes them (its C{quick_below} is true): any other must be at the end.
     """
     node = root
-    for segment in path[1:].split(b"/"):
+    segments = path[1:].split(b"/")
+    for index, segment in enumerate(segments):
         if (
             not isinstance(node, Resource)
             or node.isLeaf
             or type(node).getChildWithDefault is not Resource.getChildWithDefault
         ):
+            if index and getattr(node, "quick_below", False):
+                rest = segments[index:]
+                return (node, rest) if getattr(node, _TAKES[method], False) else None
             return None
         node = node.children.get(segment)
         if node is None:
             return None
-    return node if getattr(node, _TAKES[method], False) else None
+    return (node, []) if getattr(node, _TAKES[method], False) else None
 
 
 class _Clock:
@@ -211,7 +219,10 @@ class QuickRequest:
         channel: Any,
         done: Callable[[QuickRequest], None],
         streaming: Callable[[], None] | None = None,
+        postpath: list[bytes] | None = None,
     ) -> None:
+        if postpath:
+            self.postpath = postpath
         self.method = head.method
         self.uri = head.uri
         self.path = head.path

@@ -32,7 +32,7 @@ from ._admission import check_capacity, stream_arguments
 from ._auth import AccessDenied, AllowAll, Unauthorized
 from ._dispatch import Answer, dispatch
 from ._endpoint import SSEEndpoint
-from ._limits import Limits, json_depth, request_address, request_ended
+from ._limits import json_depth, request_address, request_ended
 from ._messages import ProtocolError
 from ._opening import encode_refusal, set_stream_headers, wants_stream_refusal
 
@@ -88,10 +88,6 @@ def _same_origin(request: Request) -> bool:
 
 def _too_many_calls() -> ProtocolError:
     return ProtocolError(429, "rate_limited", "too many calls; slow down")
-
-
-def _too_large(limits: Limits) -> ProtocolError:
-    return ProtocolError(413, "too_large", f"the body is over {limits.max_body} bytes")
 
 
 class SSEResource(Resource):
@@ -305,7 +301,7 @@ class SSEResource(Resource):
             )
         length = request.getHeader(b"content-length")
         if length is not None and length.isdigit() and int(length) > limits.max_body:
-            raise _too_large(limits)
+            raise messages.too_large(limits.max_body)
         # The tokens this request can be charged before its body is read:
         # its address's (all its calls together), and the session its header
         # names, if this node holds it.
@@ -322,7 +318,7 @@ class SSEResource(Resource):
         assert request.content is not None
         raw = request.content.read(limits.max_body + 1)
         if len(raw) > limits.max_body:
-            raise _too_large(limits)
+            raise messages.too_large(limits.max_body)
         return self._authorized(
             request,
             lambda p: self._post(request, raw, p, header_session, charged, address),

@@ -64,6 +64,9 @@ class ServerAPIResource(Resource):
     """
 
     isLeaf = True
+    #: An L{SSESite} may hand it quick requests for the paths below it
+    #: (L{txgraphsse._quick}).
+    quick_below = True
     _log = Logger()
 
     def __init__(
@@ -91,6 +94,15 @@ class ServerAPIResource(Resource):
             raise ValueError("the server API needs an API key or an authorizer")
         self._authorizer = authorizer
         self._path = path
+
+    @property
+    def quick_post(self) -> bool:
+        """
+        Whether an L{SSESite} may hand it C{POST}s as quick requests: when
+        API keys are all it admits (a key is one header), not a bearer
+        token's authorizer, which may read any of the request.
+        """
+        return self._authorizer is None
 
     # Dispatch
 
@@ -134,7 +146,8 @@ class ServerAPIResource(Resource):
                 if v
             }
         granted = self._grant(request)
-        ended = request_ended(request)
+        # Asked only of an answer that comes later: most come at once.
+        ended: Callable[[], bool] | None = None
 
         def allowed(grant: frozenset[str]) -> Deferred[Any]:
             if name not in grant:
@@ -142,13 +155,13 @@ class ServerAPIResource(Resource):
             return act(endpoint, argument)
 
         def answered(result: tuple[int, Any]) -> None:
-            if not ended():
+            if ended is None or not ended():
                 status, body = result
                 request.write(self._json(request, status, body))
                 request.finish()
 
         def failed(failure: Failure) -> None:
-            if ended():
+            if ended is not None and ended():
                 return
             error = failure.value
             if not isinstance(error, ProtocolError):
@@ -158,6 +171,8 @@ class ServerAPIResource(Resource):
             request.finish()
 
         granted.addCallback(allowed).addCallbacks(answered, failed)
+        if not request.finished:
+            ended = request_ended(request)
         return NOT_DONE_YET
 
     # Credentials
@@ -203,23 +218,20 @@ class ServerAPIResource(Resource):
         content_type = request.getHeader(b"content-type") or b""
         if content_type.split(b";")[0].strip().lower() != b"application/json":
             raise ProtocolError(415, "bad_content_type", "send application/json")
-        too_large = ProtocolError(
-            413, "too_large", f"the body is over {limits.max_body} bytes"
-        )
         length = request.getHeader(b"content-length")
         if length is not None and length.isdigit() and int(length) > limits.max_body:
-            raise too_large
+            raise messages.too_large(limits.max_body)
         assert request.content is not None
         raw = request.content.read(limits.max_body + 1)
         if len(raw) > limits.max_body:
-            raise too_large
+            raise messages.too_large(limits.max_body)
         try:
             body = messages.loads(raw)
         except (ValueError, RecursionError):
             raise ProtocolError(
                 400, "bad_json", "the body is not JSON (NaN and Infinity are not)"
             ) from None
-        if not json_depth(body, limits.max_json_depth):
+        if not json_depth(body, limits.max_json_depth, raw):
             raise ProtocolError(400, "bad_json", "the body nests too deep")
         return body
 
