@@ -26,6 +26,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web import http
@@ -446,6 +448,29 @@ class StreamTests(_RealSocketCase):
     """
     The stream and the back-channel of one endpoint, over TCP.
     """
+
+    async def test_opening_and_end_logged(self) -> None:
+        """
+        A stream's opening and end are logged at C{info}, with its session
+        id's start; with C{log_streams=False}, neither is.
+        """
+        for logged in (True, False):
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            endpoint, session, raw = await self.open_raw(log_streams=logged)
+            assert raw.transport is not None
+            raw.transport.loseConnection()
+            sessions = endpoint.sessions
+            await _poll(lambda s=sessions: not s, "the session to end")  # type: ignore[misc]
+            texts = [
+                formatEvent(e)
+                for e in events
+                if e.get("log_namespace", "").startswith("txgraphsse._streams")
+            ]
+            expected = [
+                f"Session {session.id[:8]} opened on /sse from 127.0.0.1",
+                f"Session {session.id[:8]} closed: client disconnected",
+            ]
+            self.assertEqual(texts, expected if logged else [], logged)
 
     async def test_headers_retry_and_set_id_first(self) -> None:
         """

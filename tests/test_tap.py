@@ -314,6 +314,15 @@ class MakeServiceTests(SynchronousTestCase):
         _, _, endpoint, _ = _service("--expose-errors")
         self.assertTrue(endpoint.options.expose_errors)
 
+    def test_quiet_streams(self) -> None:
+        """
+        Streams' openings and ends are logged unless C{--quiet-streams}.
+        """
+        _, _, endpoint, _ = _service()
+        self.assertTrue(endpoint.options.log_streams)
+        _, _, endpoint, _ = _service("--quiet-streams")
+        self.assertFalse(endpoint.options.log_streams)
+
     def test_root_path_refused(self) -> None:
         """
         The endpoint cannot be mounted at C{/}, where the page is: a

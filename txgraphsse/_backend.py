@@ -138,6 +138,7 @@ class SSEBackend:
         keep_request_headers: Iterable[bytes] | None = KEPT_REQUEST_HEADERS,
         expose_errors: bool = False,
         write_timeout: float | None = 60.0,
+        log_streams: bool = True,
     ) -> SSEEndpoint:
         """
         Serve SSE at C{path}: returns the L{SSEEndpoint}, whose C{resource}
@@ -179,6 +180,10 @@ class SSEBackend:
             only C{route_failed} and an error id, which the log line with
             the traceback carries too.  A L{txgraphsse.RouteError} the route
             raises on purpose is always shown.
+        @param log_streams: whether each stream's opening and end are logged
+            (at C{info}); a server that opens thousands a second, with an
+            access log of its own in front, may leave them out: they are a
+            tenth of what opening a stream costs.
         """
         if authorizer is None and (authorize is not None or can_join is not None):
             authorizer = CallableAuthorizer(authorize, can_join)

@@ -198,7 +198,7 @@ class SSEEndpoint:
         self.keep_request_headers = options.kept_headers()
         self.stopping = False
         self.streams: Streams[SSEClient] = Streams(
-            self, clock, self.keepalive, self.retry
+            self, clock, self.keepalive, self.retry, options.log_streams
         )
         self.sessions = self.streams.sessions
         self.channel_table = ChannelTable(

@@ -58,6 +58,7 @@ class EndpointOptions:
     @ivar keep_request_headers: the request headers an open stream keeps;
         L{None} keeps all.
     @ivar expose_errors: whether a failing route's answer says what failed.
+    @ivar log_streams: whether each stream's opening and end are logged.
     """
 
     channels: Iterable[str | ChannelSpec] = ()
@@ -77,6 +78,7 @@ class EndpointOptions:
     keep_request_headers: Iterable[bytes] | None = KEPT_REQUEST_HEADERS
     expose_errors: bool = False
     write_timeout: float | None = 60.0
+    log_streams: bool = True
 
     def history_policy(self) -> HistoryPolicy:
         """

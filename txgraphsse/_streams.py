@@ -92,8 +92,10 @@ class Streams(Generic[_S]):
         clock: IReactorTime,
         keepalive: float,
         retry: int,
+        logged: bool = True,
     ) -> None:
         self._endpoint = endpoint
+        self._logged = logged
         self._clock = clock
         self._keepalive = keepalive
         self._keepalive_loop: LoopingCall | None = None
@@ -167,12 +169,13 @@ class Streams(Generic[_S]):
             client._catch_up()
         endpoint.broker.session_opened(endpoint.path, client.id)
         self._start_keepalive()
-        self._log.info(
-            "Session {session} opened on {path} from {peer}",
-            session=client.id[:8],
-            path=endpoint.path,
-            peer=address,
-        )
+        if self._logged:
+            self._log.info(
+                "Session {session} opened on {path} from {peer}",
+                session=client.id[:8],
+                path=endpoint.path,
+                peer=address,
+            )
         self._callback(True, client, request)
         slim(request, endpoint.keep_request_headers)
         return client
@@ -201,11 +204,12 @@ class Streams(Generic[_S]):
         endpoint.forget_session(session)
         if not self.sessions:
             self.stop_keepalive()
-        self._log.info(
-            "Session {session} closed: {why}",
-            session=session.id[:8],
-            why=session.close_reason,
-        )
+        if self._logged:
+            self._log.info(
+                "Session {session} closed: {why}",
+                session=session.id[:8],
+                why=session.close_reason,
+            )
         self._callback(False, session, session.http_request)
 
     def _callback(self, opened: bool, client: _S, request: Request) -> None:

@@ -277,6 +277,7 @@ class Options(TwistdOptions):
             "Answer a failing route with its exception's text (default: hidden).",
         ],
         ["cors-credentials", None, "Let allowed origins send cookies."],
+        ["quiet-streams", None, "Do not log each stream's opening and end."],
     ]
 
     def __init__(self) -> None:
@@ -606,6 +607,7 @@ def build(
             retry=options["retry"],
             dynamic_channels=bool(options["dynamic-channels"]),
             expose_errors=bool(options["expose-errors"]),
+            log_streams=not options["quiet-streams"],
             request_timeout=options["request-timeout"],
             max_backlog=options["max-backlog"],
             overflow=options["overflow"],

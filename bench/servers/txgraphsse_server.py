@@ -102,7 +102,11 @@ def main() -> None:
     twisted_quiet()
     backend = SSEBackend(reactor)
     limits = Limits(max_connecting_per_address=None, max_connecting=None)
-    endpoint = backend.setup_sse("/sse", history=args.history, limits=limits)
+    # No line per stream opened and closed, as the peers' servers here write
+    # no access log (twisted_site drops Site.log).
+    endpoint = backend.setup_sse(
+        "/sse", history=args.history, limits=limits, log_streams=False
+    )
     root = Resource()
     root.putChild(b"sse", endpoint.resource)
     root.putChild(b"control", Control(endpoint))
