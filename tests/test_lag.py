@@ -22,7 +22,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from txgraphsse import ChannelSpec, HistoryPolicy, encode_event
 from txgraphsse._catchup import ROUND_BYTES, split_events
 from txgraphsse._messages import dumps
+from txgraphsse.redis import RedisBroker
 
+from ._redis import RedisServer
 from .test_resilience import Served, stop_reading, until
 from .test_session import RecordingTransport, SSEServer, StreamConnection
 
@@ -243,11 +245,21 @@ class RealSocketLagTests(TestCase):
 
     @inlineCallbacks
     def test_burst_behind_a_slow_reader(self) -> Any:
-        served = Served(
-            self,
-            max_backlog=16 * 1024,
-            channels=[ChannelSpec("news", history=HistoryPolicy(20_000))],
-        )
+        yield self.burst(Served(self, **self.SETUP), 5000)
+
+    #: The endpoint's options: the slow reader's backlog is far less than
+    #: the burst, which history holds whole.
+    SETUP: dict[str, Any] = {
+        "max_backlog": 16 * 1024,
+        "channels": [ChannelSpec("news", history=HistoryPolicy(20_000))],
+    }
+
+    @inlineCallbacks
+    def burst(self, served: Served, count: int) -> Any:
+        """
+        Broadcast C{count} events of a kilobyte while one of two readers
+        reads nothing; then it reads again, and both must get every event.
+        """
         fast = yield served.open("/sse?channels=news")
         slow = yield served.open("/sse?channels=news")
         stop_reading(slow, 64 * 1024)
@@ -257,22 +269,41 @@ class RealSocketLagTests(TestCase):
         news = served.endpoint.channels["news"]
         pad = "x" * 1000
         peak = [0]
-        for n in range(5000):
+        for n in range(count):
             news.broadcast({"n": n, "pad": pad})
             if n % 100 == 99:
                 peak[0] = max(peak[0], session._backlog_bytes)
                 yield deferLater(reactor, 0.001, lambda: None)
-        self.assertIsNotNone(session._lag)
+        yield until(reactor, lambda: session._lag is not None, 10)
         self.assertLessEqual(peak[0], 16 * 1024)
         slow.transport.resumeProducing()
-        yield until(reactor, lambda: len(slow.data()) >= 5000, 60)
-        yield until(reactor, lambda: len(fast.data()) >= 5000, 60)
-        self.assertEqual([d["n"] for d in slow.data()], list(range(5000)))
-        self.assertEqual([d["n"] for d in fast.data()], list(range(5000)))
+        yield until(reactor, lambda: len(slow.data()) >= count, 60)
+        yield until(reactor, lambda: len(fast.data()) >= count, 60)
+        self.assertEqual([d["n"] for d in slow.data()], list(range(count)))
+        self.assertEqual([d["n"] for d in fast.data()], list(range(count)))
         self.assertTrue(session.is_connected)
         self.assertEqual(served.endpoint.counters.slow_disconnects, 0)
         for stream in (slow, fast):
             stream.transport.loseConnection()
+
+
+class RedisLagTests(RealSocketLagTests):
+    """
+    The same over a real C{redis-server}: the lagging reader's cursor reads
+    history from Redis's streams.
+    """
+
+    @inlineCallbacks
+    def test_burst_behind_a_slow_reader(self) -> Any:
+        server = RedisServer()
+        server.start()
+        self.addCleanup(server.cleanup)
+        broker = RedisBroker(reactor, server.url, prefix="lag", node_id="a")
+        yield broker.start()
+        self.addCleanup(broker.stop)
+        served = Served(self, broker=broker, **self.SETUP)
+        yield self.burst(served, 3000)
+        self.assertGreater(served.endpoint.counters.lagging, 0)
 
 
 class PositionTests(SynchronousTestCase):

@@ -32,8 +32,14 @@ class Served:
     A backend and endpoint listening on 127.0.0.1, cleaned up after the test.
     """
 
-    def __init__(self, case: TestCase, site_timeout: float | None = None, **setup: Any):
-        self.backend = SSEBackend(reactor)
+    def __init__(
+        self,
+        case: TestCase,
+        site_timeout: float | None = None,
+        broker: Any = None,
+        **setup: Any,
+    ):
+        self.backend = SSEBackend(reactor, broker=broker)
         setup.setdefault("keepalive", 0)
         self.endpoint: SSEEndpoint = self.backend.setup_sse("/sse", **setup)
         root = Resource()
