@@ -59,7 +59,8 @@ SERVERS: dict[str, dict[str, Any]] = {
     "txgraphsse": {
         "cmd": [sys.executable, "servers/txgraphsse_server.py"],
         "python": True,
-        "what": "txgraphsse (this repo): endpoint.send, JSON, ids, history=1000, no per-stream log lines",
+        "what": "txgraphsse (this repo): endpoint.send, JSON, ids, history=1000,"
+        " no per-stream log lines",
     },
     "twisted-plain": {
         "cmd": [sys.executable, "servers/twisted_plain_server.py"],

@@ -237,15 +237,10 @@ class ExactBoundTests(SynchronousTestCase):
         self.assertEqual(b"".join(split_events(payload)), payload)
 
 
-class RealSocketLagTests(TestCase):
+class _Bursts(TestCase):
     """
-    Over real sockets: a reader that stops reading during a burst falls far
-    behind and still gets every event, in order, on its one connection.
+    A burst behind a slow reader, for the cases below.
     """
-
-    @inlineCallbacks
-    def test_burst_behind_a_slow_reader(self) -> Any:
-        yield self.burst(Served(self, **self.SETUP), 5000)
 
     #: The endpoint's options: the slow reader's backlog is far less than
     #: the burst, which history holds whole.
@@ -287,7 +282,50 @@ class RealSocketLagTests(TestCase):
             stream.transport.loseConnection()
 
 
-class RedisLagTests(RealSocketLagTests):
+class RealSocketLagTests(_Bursts):
+    """
+    Over real sockets: a reader that stops reading during a burst falls far
+    behind and still gets every event, in order, on its one connection.
+    """
+
+    @inlineCallbacks
+    def test_burst_behind_a_slow_reader(self) -> Any:
+        yield self.burst(Served(self, **self.SETUP), 5000)
+
+    @inlineCallbacks
+    def test_large_turn_cut_at_an_event(self) -> Any:
+        """
+        One reactor turn broadcasts 2 MB while a reader's socket takes
+        some tens of kilobytes: the transport is handed no more than the rest of the
+        event the socket stopped in (not the turn), the rest waits, and the
+        reader, once it reads, gets every event once and in order.
+        """
+        served = Served(
+            self,
+            max_backlog=1 << 20,
+            channels=[ChannelSpec("news", history=HistoryPolicy(5000))],
+        )
+        slow = yield served.open("/sse?channels=news")
+        stop_reading(slow, 64 * 1024)
+        session = served.endpoint.sessions[slow.session_id]
+        transport = session.http_request.channel.transport
+        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        news = served.endpoint.channels["news"]
+        pad = "x" * 1000
+        for n in range(2000):
+            news.broadcast({"n": n, "pad": pad})
+        served.endpoint._flush()
+        held = len(transport.dataBuffer) + transport._tempDataLen
+        self.assertLess(held, 1100)
+        self.assertTrue(session._paused)
+        slow.transport.resumeProducing()
+        yield until(reactor, lambda: len(slow.data()) >= 2000, 60)
+        self.assertEqual([d["n"] for d in slow.data()], list(range(2000)))
+        self.assertTrue(session.is_connected)
+        slow.transport.loseConnection()
+
+
+class RedisLagTests(_Bursts):
     """
     The same over a real C{redis-server}: the lagging reader's cursor reads
     history from Redis's streams.

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import tcp
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web import http
 
@@ -48,6 +49,7 @@ __all__ = [
     "probe",
     "probed",
     "rebuild_tls_context",
+    "write_cut",
     "write_direct",
 ]
 
@@ -192,6 +194,44 @@ def write_direct(transport: tcp.Connection, data: bytes) -> bytes:
         # as it does.
         sent = 0
     return data[sent:] if sent else data
+
+
+def write_cut(transport: tcp.Connection, parts: list[bytes]) -> int | None:
+    """
+    Send C{parts} (each a whole event, framed) straight to C{transport}'s
+    socket, in one send; if the socket does not take them all, hand the
+    transport only the rest of the part it stopped in, and have the
+    transport's producer paused until that has gone (as the transport does
+    when its buffer passes its size), so that what is left is held back
+    by the producer, not copied into the transport.
+
+    @return: L{None} when every part went (or the transport takes what is
+        left: nothing to hold back); else the index of the part the send
+        stopped in, whose rest the transport has: the later ones are the
+        caller's to hold.
+    """
+    queued = transport._tempDataLen or transport.dataBuffer
+    producer = transport.producer
+    data = parts[0] if len(parts) == 1 else b"".join(parts)
+    if queued or producer is None or not transport.streamingProducer:
+        left = write_direct(transport, data)
+        if left:
+            transport.write(left)
+        return None
+    left = write_direct(transport, data)
+    if not left:
+        return None
+    sent = len(data) - len(left)
+    index, end = 0, len(parts[0])
+    while end <= sent:
+        index += 1
+        end += len(parts[index])
+    part = parts[index]
+    transport.write(part[len(part) - (end - sent) :])
+    if not transport.producerPaused:
+        transport.producerPaused = True
+        cast(IPushProducer, producer).pauseProducing()
+    return index
 
 
 def rebuild_tls_context(endpoint: object, rebuild: Callable[[Any], object]) -> bool:

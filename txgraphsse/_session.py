@@ -25,9 +25,9 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from ._broker import IBroker, Replay, StoredEvent
-from ._catchup import Lag, drop_oldest, grouped, reset_event
+from ._catchup import ROUND_BYTES, Lag, drop_oldest, grouped, reset_event
 from ._encoder import KEEPALIVE, chunk, encode_event
-from ._internals import direct_transport, write_direct
+from ._internals import direct_transport, write_cut, write_direct
 from ._messages import as_data
 from ._outbox import Outbox
 from ._stats import Counters
@@ -241,6 +241,11 @@ class SSESession:
         if self._paused or self._replaying:
             self._hold(payload)
             return
+        if self._tcp is not None and len(payload) > ROUND_BYTES:
+            parts = self._hub._outbox.parts()
+            if parts is not None:
+                _send_cut(self, self._tcp, parts)
+                return
         self._send(payload, framed)
 
     def _send(self, payload: bytes, framed: bytes | None = None) -> None:
@@ -269,7 +274,11 @@ class SSESession:
             return
         # Each part at its place: after the newest event with an id before
         # it in this write, or before this flush.
-        position = outbox.before.seq if outbox.before else 0
+        self._hold_parts(parts, outbox.before.seq if outbox.before else 0)
+
+    def _hold_parts(
+        self, parts: list[tuple[bytes, StoredEvent | None]], position: int
+    ) -> None:
         for part, event in parts:
             if event is not None:
                 position = event.seq
@@ -371,20 +380,7 @@ class SSESession:
             self._mark = self._hub._outbox.position
         timeout = self._hub.options.write_timeout
         if timeout and self._stall is None:
-            self._stall = self._hub.clock.callLater(timeout, self._stalled)
-
-    def _stalled(self) -> None:
-        self._stall = None
-        if self._paused and self._connected:
-            self._hub.counters.stalls += 1
-            self._log.info(
-                "Session {session} made no progress for {timeout} s; dropping it",
-                session=self.id[:8],
-                timeout=self._hub.options.write_timeout,
-            )
-            self._backlog = None
-            self._lag = None
-            self.abort("stalled")
+            self._stall = self._hub.clock.callLater(timeout, _stalled, self)
 
     def resumeProducing(self) -> None:
         self._paused = False
@@ -542,3 +538,42 @@ class SSESession:
 def _read_failed(failure: Failure) -> Replay:
     SSESession._log.failure("Reading history failed", failure=failure)
     return Replay((), True)
+
+
+def _send_cut(
+    session: SSESession,
+    transport: tcp.Connection,
+    parts: list[tuple[bytes, StoredEvent | None]],
+) -> None:
+    """
+    Write a large turn's C{parts} to C{session}: never the whole turn into
+    the transport, whatever the socket does not take waits as a slow
+    reader's would (held, or read again from history).
+    """
+    framed = [chunk(p) if session._chunked else p for p, _ in parts]
+    at = write_cut(transport, framed)
+    if at is None:
+        return
+    handed = [e for _, e in parts[: at + 1] if e is not None]
+    mark = handed[-1] if handed else session._hub._outbox.before
+    if session._lag is None:
+        # Paused as the transport paused it, but only what went is behind.
+        session._mark = mark
+    session._hold_parts(parts[at + 1 :], mark.seq if mark else 0)
+
+
+def _stalled(session: SSESession) -> None:
+    """
+    C{session}'s socket made no progress for C{write_timeout}: drop it.
+    """
+    session._stall = None
+    if session._paused and session._connected:
+        session._hub.counters.stalls += 1
+        session._log.info(
+            "Session {session} made no progress for {timeout} s; dropping it",
+            session=session.id[:8],
+            timeout=session._hub.options.write_timeout,
+        )
+        session._backlog = None
+        session._lag = None
+        session.abort("stalled")
