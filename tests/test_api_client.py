@@ -751,8 +751,7 @@ class CommandLineTests(CommandLineCase):
         _, sid = await self.python_client()
         ran = await self.with_key(
             "call",
-            "--session",
-            sid,
+            f"--session={sid}",  # an id may begin with "-"
             "--route",
             "double",
             "--args",
@@ -761,9 +760,9 @@ class CommandLineTests(CommandLineCase):
             "5",
         )
         self.assertEqual(self.assertAnswer(ran), {"result": 42})
-        ran = await self.with_key("call", "--session", sid, "--route", "ping")
+        ran = await self.with_key("call", f"--session={sid}", "--route", "ping")
         self.assertEqual(self.assertAnswer(ran), {"result": "pong"})
-        ran = await self.with_key("call", "--session", sid, "--route", "broken")
+        ran = await self.with_key("call", f"--session={sid}", "--route", "broken")
         self.assertRefused(ran, 1, "route_failed", 502)
         ran = await self.with_key("call", "--session", "x" * 22, "--route", "ping")
         self.assertRefused(ran, 1, "no_session", 404)
@@ -783,7 +782,7 @@ class CommandLineTests(CommandLineCase):
 
         client.add_route("hang", hang)
         started: list[IProcessTransport] = []
-        argv = ["call", "--url", self.url, "--api-key", KEY, "--session", sid]
+        argv = ["call", "--url", self.url, "--api-key", KEY, f"--session={sid}"]
         ran = Deferred.fromCoroutine(
             run_program(
                 [program("graphsse"), *argv, "--route", "hang"], started=started
@@ -823,7 +822,7 @@ class CommandLineTests(CommandLineCase):
             answer, {"events": [{"id": second, "event": "news", "data": "2"}]}
         )
         answer = self.assertAnswer(
-            await self.with_key("disconnect", "--session", stream.session_id)
+            await self.with_key("disconnect", f"--session={stream.session_id}")
         )
         self.assertEqual(answer, {"disconnected": 1})
         await stream.done
